@@ -1,1 +1,31 @@
-fn main() {}
+//! `vacal`: calibrate verbal-autopsy CSMFs from the command line.
+
+mod calibrate_cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "vacal",
+    version,
+    about = "Calibrate verbal-autopsy cause-of-death fractions"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one calibration and print the result.
+    Calibrate(calibrate_cmd::CalibrateArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Calibrate(args) => calibrate_cmd::run(args),
+    }
+}

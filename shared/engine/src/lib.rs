@@ -1,9 +1,29 @@
 //! vacal-engine: a native implementation of `vacalibration()` from the R package
-//! vacalibration 2.2.
+//! vacalibration 2.2 (calibration-model.md), pure and synchronous: no I/O, no async.
+//!
+//! `CalibrationRequest::from_json` reads a request, `calibrate` runs it, and
+//! `result_json` renders the result object of the API.
 
+pub mod calibrate;
+pub mod data;
 pub mod density;
 pub mod diagnostics;
+pub mod error;
 pub mod gibbs;
 pub mod mcmc;
 pub mod model;
+pub mod numeric;
 pub mod nuts;
+pub mod pathcorr;
+pub mod prepare;
+pub mod request;
+pub mod result;
+
+pub use calibrate::{calibrate, Calibration, Diagnostics, NoProgress, Progress, RowResult};
+pub use data::AgeGroup;
+pub use error::EngineError;
+pub use request::CalibrationRequest;
+pub use result::result_json;
+
+/// Version of the engine, part of every cache key.
+pub const ENGINE_VERSION: &str = concat!("vacal-engine ", env!("CARGO_PKG_VERSION"));

@@ -1,0 +1,178 @@
+//! `vacal calibrate`: the engine on one request, no service involved.
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+use serde_json::{json, Value};
+use vacal_engine::{calibrate, result_json, CalibrationRequest, EngineError, NoProgress};
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Format {
+    Json,
+    Table,
+}
+
+#[derive(Args)]
+pub struct CalibrateArgs {
+    /// Request file (the body of POST /api/v1/calibrate/async), or - for standard input.
+    #[arg(long, conflicts_with = "example", required_unless_present = "example")]
+    request: Option<String>,
+    /// Calibrate the bundled COMSA-Mozambique example instead of a request file.
+    #[arg(long)]
+    example: bool,
+    /// Age group of the example.
+    #[arg(long, default_value = "neonate", requires = "example")]
+    age_group: String,
+    /// Country whose CHAMPS matrices calibrate the example.
+    #[arg(long, default_value = "Mozambique", requires = "example")]
+    country: String,
+    /// Algorithms of the example (comma separated: eava, insilicova, interva).
+    #[arg(
+        long,
+        default_value = "insilicova",
+        value_delimiter = ',',
+        requires = "example"
+    )]
+    algorithm: Vec<String>,
+    /// Misclassification type of the example: prior or fixed.
+    #[arg(long, default_value = "prior", requires = "example")]
+    mmat_type: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "json")]
+    format: Format,
+}
+
+fn read_request(path: &str) -> Result<Value, String> {
+    let text = if path == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .map_err(|e| format!("cannot read standard input: {e}"))?;
+        s
+    } else {
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?
+    };
+    serde_json::from_str(&text).map_err(|e| format!("the request is not valid JSON: {e}"))
+}
+
+fn example_request(args: &CalibrateArgs) -> Value {
+    let va_data: serde_json::Map<String, Value> = args
+        .algorithm
+        .iter()
+        .map(|a| (a.clone(), json!("use_example")))
+        .collect();
+    json!({
+        "va_data": va_data,
+        "age_group": args.age_group,
+        "country": args.country,
+        "mmat_type": args.mmat_type,
+    })
+}
+
+pub fn run(args: CalibrateArgs) -> ExitCode {
+    let body = match &args.request {
+        Some(path) => match read_request(path) {
+            Ok(body) => body,
+            Err(message) => {
+                eprintln!("error: {message}");
+                return ExitCode::from(2);
+            }
+        },
+        None => example_request(&args),
+    };
+    let outcome = CalibrationRequest::from_json(&body)
+        .and_then(|request| Ok((calibrate(&request, &NoProgress)?, request)));
+    match outcome {
+        Ok((calibration, request)) => {
+            let result = result_json(&request, &calibration);
+            match args.format {
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&result).expect("result serialises")
+                ),
+                Format::Table => print!("{}", crate::calibrate_cmd::table(&result)),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e @ EngineError::Invalid { .. }) => {
+            eprintln!("error: invalid request: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn pct(v: &Value) -> String {
+    v.as_f64()
+        .map(|x| format!("{:.1}", 100.0 * x))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// A terminal table: per row (algorithm or ensemble), each cause's uncalibrated and
+/// calibrated percentage with the 95 % interval.
+pub fn table(result: &Value) -> String {
+    let causes: Vec<&str> = result["causes"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let width = causes.iter().map(|c| c.len()).max().unwrap_or(5).max(5);
+    let mut out = String::new();
+    let settings = &result["settings"];
+    out.push_str(&format!(
+        "{}  age group: {}  country: {}  matrices: {} ({})\n",
+        result["engine_version"].as_str().unwrap_or(""),
+        settings["age_group"].as_str().unwrap_or("-"),
+        settings["country"].as_str().unwrap_or("-"),
+        settings["mmat_type"].as_str().unwrap_or("-"),
+        settings["matrix_country"].as_str().unwrap_or("user"),
+    ));
+    let rows = result["calibrated"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    for (name, calibrated) in &rows {
+        let diagnostics = &result["diagnostics"][name];
+        let lambda = &result["lambda"][name];
+        out.push('\n');
+        out.push_str(name);
+        if diagnostics.is_null() {
+            out.push_str("  (not calibrated: fewer than 2 causes to calibrate)");
+        } else {
+            if let Some(l) = lambda.as_f64() {
+                out.push_str(&format!("  λ {:.2}", l.max(0.0)));
+            }
+            out.push_str(&format!(
+                "  R-hat {:.3}  bulk ESS {:.0}  divergences {}  {:.3} s",
+                diagnostics["max_rhat"].as_f64().unwrap_or(f64::NAN),
+                diagnostics["min_ess_bulk"].as_f64().unwrap_or(f64::NAN),
+                diagnostics["divergences"],
+                diagnostics["seconds"].as_f64().unwrap_or(f64::NAN),
+            ));
+        }
+        out.push('\n');
+        out.push_str(&format!(
+            "  {:<width$}  {:>12}  {:>10}  {:>17}\n",
+            "cause", "uncalibrated", "calibrated", "95% interval"
+        ));
+        for (j, cause) in causes.iter().enumerate() {
+            let marker = if result["calibrated_causes"][name][j].as_bool() == Some(false) {
+                " (kept)"
+            } else {
+                ""
+            };
+            out.push_str(&format!(
+                "  {:<width$}  {:>11}%  {:>9}%  [{:>6}, {:>6}]{marker}\n",
+                cause,
+                pct(&result["uncalibrated"][name][j]),
+                pct(&calibrated["mean"][j]),
+                pct(&calibrated["lower_ci"][j]),
+                pct(&calibrated["upper_ci"][j]),
+            ));
+        }
+    }
+    out
+}

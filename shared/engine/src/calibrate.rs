@@ -1,0 +1,565 @@
+//! `calibrate`: the whole of `vacalibration()` (§6–§10 on top of `prepare`).
+
+use std::time::Instant;
+
+use nuts_rs::rand::rngs::ChaCha8Rng;
+use nuts_rs::rand::SeedableRng;
+
+use crate::diagnostics::diagnose_samples;
+use crate::error::EngineError;
+use crate::mcmc::{McmcSettings, Samples};
+use crate::model::{AlgorithmTerm, Misclassification, ModelSpec};
+use crate::numeric::{quantile_sorted, smart_round};
+use crate::pathcorr::{path_correct_dirichlet, path_correct_fixed};
+use crate::prepare::{prepare, NamedMatrix, Prepared};
+use crate::request::{CalibrationRequest, McmcRequest, MmatType, SamplerKind};
+
+/// Receives progress and lets the caller stop a run. Called from the sampler's threads.
+pub trait Progress: Sync {
+    /// A named step has started.
+    fn step(&self, _name: &str) {}
+    /// Polled often; returning true stops the run with `EngineError::Cancelled`.
+    fn is_cancelled(&self) -> bool {
+        false
+    }
+}
+
+/// A `Progress` that ignores steps and never cancels.
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// Dirichlet parameters below this make NUTS's log-ratio geometry heavy-tailed (the log of a
+/// Beta(α, ·) component has a spread of about 1/α), so `auto` uses the Gibbs sampler instead.
+/// Stored CHAMPS parameters are all above 0.28; studycause_map's ε-expansion makes ≈ 0.006.
+pub const AUTO_GIBBS_BELOW_ALPHA: f64 = 0.1;
+/// Gibbs sweeps per retained draw when `auto` picks Gibbs: it mixes at 4–13 % ESS per sweep
+/// on such models, so this keeps the ESS per retained draw near NUTS's.
+pub const AUTO_GIBBS_THIN: u64 = 25;
+
+/// Convergence diagnostics of one MCMC fit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Diagnostics {
+    /// The sampler that produced the draws: "nuts" or "gibbs".
+    pub sampler: &'static str,
+    /// Largest rank-normalised split R-hat over the calibrated causes.
+    pub max_rhat: f64,
+    /// Smallest bulk effective sample size over the calibrated causes.
+    pub min_ess_bulk: f64,
+    pub divergences: usize,
+    pub max_depth_hits: usize,
+    /// Retained draws over all chains.
+    pub draws: usize,
+    pub seconds: f64,
+}
+
+/// One output row: an algorithm, or the ensemble.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowResult {
+    pub name: String,
+    pub uncalibrated: Vec<f64>,
+    pub mean: Vec<f64>,
+    pub lower_ci: Vec<f64>,
+    pub upper_ci: Vec<f64>,
+    /// Whether MCMC calibration ran for this row (|S| > 1).
+    pub calibrated: bool,
+    /// Per cause: in the calibrated set S (not excluded by donotcalib or the screening).
+    pub calibrated_causes: Vec<bool>,
+    pub uncalibrated_percentage: Vec<f64>,
+    pub calibrated_percentage: Vec<f64>,
+    pub diagnostics: Option<Diagnostics>,
+}
+
+/// Everything `vacalibration()` returns except the raw draws.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Calibration {
+    pub causes: Vec<String>,
+    pub algorithms: Vec<String>,
+    /// The algorithms in input order, then `ensemble` when it ran.
+    pub rows: Vec<RowResult>,
+    pub ensemble: bool,
+    pub deaths_uncalibrated: Vec<Vec<f64>>,
+    pub deaths_calibrated: Vec<Vec<f64>>,
+    pub deaths_calibrated_ensemble: Option<Vec<Vec<f64>>>,
+    /// `None` for an algorithm that was not calibrated.
+    pub lambda: Vec<Option<f64>>,
+    pub mmat_input: Vec<NamedMatrix>,
+    pub mmat_study: Vec<Vec<Vec<f64>>>,
+    /// Per algorithm, C × C; `None` entries are R's NA.
+    pub mmat_tomodel: Vec<Vec<Vec<Option<f64>>>>,
+    pub donotcalib_study: Vec<Vec<bool>>,
+    pub pshrink_strength: f64,
+    pub mmat_type: MmatType,
+}
+
+/// splitmix64: independent seeds for the path correction and each fit from one request seed.
+fn derive_seed(seed: u64, stream: u64) -> u64 {
+    let mut z = seed
+        .wrapping_add(stream.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Sampler settings for a request: `n_mcmc` and `n_burn` are totals split over the chains.
+pub fn mcmc_settings(m: &McmcRequest, seed: u64) -> McmcSettings {
+    let chains = m.n_chain.max(1) as usize;
+    McmcSettings {
+        chains,
+        warmup_per_chain: (m.n_burn as usize).div_ceil(chains),
+        draws_per_chain: (m.n_mcmc as usize).div_ceil(chains),
+        thin: m.n_thin.max(1) as usize,
+        seed,
+        target_accept: 0.9,
+        max_depth: 10,
+        threads: None,
+    }
+}
+
+fn identity(n: usize) -> Vec<Vec<f64>> {
+    (0..n)
+        .map(|i| (0..n).map(|j| if i == j { 1.0 } else { 0.0 }).collect())
+        .collect()
+}
+
+fn subset(v: &[f64], idx: &[usize]) -> Vec<f64> {
+    idx.iter().map(|&i| v[i]).collect()
+}
+
+fn block(m: &[Vec<f64>], idx: &[usize]) -> Vec<Vec<f64>> {
+    idx.iter().map(|&i| subset(&m[i], idx)).collect()
+}
+
+fn normalised(v: &[f64]) -> Vec<f64> {
+    let s: f64 = v.iter().sum();
+    v.iter().map(|x| x / s).collect()
+}
+
+/// What the calibrated draws say, in the full cause order.
+struct Summary {
+    mean: Vec<f64>,
+    lower: Vec<f64>,
+    upper: Vec<f64>,
+}
+
+/// §8.1: draws over the sampled causes `s_idx` → calibrated CSMF summaries over all causes.
+/// Each draw is renormalised over S and scaled by D; causes outside S keep `pu`.
+fn summarise(samples: &Samples, s_idx: &[usize], pu: &[f64]) -> Summary {
+    let d: f64 = s_idx.iter().map(|&j| pu[j]).sum();
+    let mut mean = pu.to_vec();
+    let mut lower = pu.to_vec();
+    let mut upper = pu.to_vec();
+    let draws: Vec<&Vec<f64>> = samples.chains.iter().flat_map(|c| c.draws.iter()).collect();
+    let mut column = Vec::with_capacity(draws.len());
+    for (pos, &j) in s_idx.iter().enumerate() {
+        column.clear();
+        column.extend(draws.iter().map(|draw| {
+            let total: f64 = draw.iter().sum();
+            d * draw[pos] / total
+        }));
+        mean[j] = column.iter().sum::<f64>() / column.len() as f64;
+        column.sort_by(f64::total_cmp);
+        lower[j] = quantile_sorted(&column, 0.025);
+        upper[j] = quantile_sorted(&column, 0.975);
+    }
+    Summary { mean, lower, upper }
+}
+
+/// §8.2: observed deaths redistributed over S with the calibrated CSMF.
+fn calibrated_deaths(observed: &[f64], s_idx: &[usize], mean: &[f64], pu: &[f64]) -> Vec<f64> {
+    let d: f64 = s_idx.iter().map(|&j| pu[j]).sum();
+    let n_s: f64 = s_idx.iter().map(|&j| observed[j]).sum();
+    let mut out = observed.to_vec();
+    if n_s <= 0.0 {
+        return out;
+    }
+    let x: Vec<f64> = s_idx.iter().map(|&j| n_s * mean[j] / d).collect();
+    for (&j, v) in s_idx.iter().zip(smart_round(&x, n_s)) {
+        out[j] = v;
+    }
+    out
+}
+
+fn percentages(p: &[f64]) -> Vec<f64> {
+    smart_round(&p.iter().map(|x| 100.0 * x).collect::<Vec<_>>(), 100.0)
+}
+
+/// The smallest Dirichlet parameter the model samples with (calibrated blocks only).
+fn smallest_alpha(spec: &ModelSpec) -> f64 {
+    spec.terms
+        .iter()
+        .filter_map(|t| match &t.misclassification {
+            Misclassification::Dirichlet(alpha) => Some((t, alpha)),
+            Misclassification::Fixed(_) => None,
+        })
+        .flat_map(|(t, alpha)| {
+            alpha.iter().enumerate().flat_map(move |(i, row)| {
+                row.iter()
+                    .enumerate()
+                    .filter(move |(j, _)| t.calibrated[i] && t.calibrated[*j])
+                    .map(|(_, a)| *a)
+            })
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+fn run_sampler(
+    spec: &ModelSpec,
+    mcmc: &McmcRequest,
+    fit: u64,
+    progress: &dyn Progress,
+) -> Result<(Samples, Diagnostics), EngineError> {
+    let started = Instant::now();
+    let mut settings = mcmc_settings(mcmc, derive_seed(mcmc.seed, fit));
+    let cancel = || progress.is_cancelled();
+    let whole_counts = spec
+        .terms
+        .iter()
+        .all(|t| t.counts.iter().all(|c| c.fract() == 0.0));
+    let use_gibbs = match mcmc.sampler {
+        SamplerKind::Gibbs => true,
+        SamplerKind::Nuts => false,
+        SamplerKind::Auto => whole_counts && smallest_alpha(spec) < AUTO_GIBBS_BELOW_ALPHA,
+    };
+    if use_gibbs && mcmc.sampler == SamplerKind::Auto {
+        settings.thin *= AUTO_GIBBS_THIN as usize;
+    }
+    let samples = if use_gibbs {
+        crate::gibbs::sample_gibbs(spec, &settings, &cancel)?
+    } else {
+        crate::nuts::sample_nuts(spec, &settings, &cancel)?
+    };
+    let diag = diagnose_samples(&samples);
+    let diagnostics = Diagnostics {
+        sampler: if use_gibbs { "gibbs" } else { "nuts" },
+        max_rhat: diag.max_rhat,
+        min_ess_bulk: diag.min_ess_bulk,
+        divergences: samples.chains.iter().map(|c| c.divergences).sum(),
+        max_depth_hits: samples.chains.iter().map(|c| c.max_depth_hits).sum(),
+        draws: samples.chains.iter().map(|c| c.draws.len()).sum(),
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    Ok((samples, diagnostics))
+}
+
+/// Runs the calibration of `request`: vacalibration 2.2's algorithm with this engine's sampler.
+pub fn calibrate(
+    request: &CalibrationRequest,
+    progress: &dyn Progress,
+) -> Result<Calibration, EngineError> {
+    progress.step("Preparing data");
+    let prepared = prepare(request)?;
+    calibrate_prepared(&prepared, &request.mcmc, request.path_correction, progress)
+}
+
+/// The state after path correction for one algorithm.
+struct Corrected {
+    lambda: Option<f64>,
+    /// C × C, `None` = NA.
+    tomodel: Vec<Vec<Option<f64>>>,
+}
+
+fn path_correct(
+    prepared: &Prepared,
+    k: usize,
+    path_correction: bool,
+    rng: &mut ChaCha8Rng,
+) -> Result<Corrected, EngineError> {
+    let c = prepared.causes.len();
+    let study = &prepared.mmat_study[k];
+    let fixed = prepared.mmat_type == MmatType::Fixed;
+    if !prepared.calibrated(k) {
+        let tomodel = if fixed {
+            identity(c)
+                .into_iter()
+                .map(|r| r.into_iter().map(Some).collect())
+                .collect()
+        } else {
+            vec![vec![None; c]; c]
+        };
+        return Ok(Corrected {
+            lambda: None,
+            tomodel,
+        });
+    }
+    let s_idx: Vec<usize> = (0..c)
+        .filter(|&j| !prepared.donotcalib_tomodel[k][j])
+        .collect();
+    let q = normalised(&subset(&prepared.p_uncalib[k], &s_idx));
+    let (lambda, new_block) = if fixed {
+        let mut b = block(study, &s_idx);
+        for row in &mut b {
+            let s: f64 = row.iter().sum();
+            row.iter_mut().for_each(|x| *x /= s);
+        }
+        if path_correction {
+            let pc = path_correct_fixed(&b, &q);
+            (pc.lambda, pc.block)
+        } else {
+            (0.0, b)
+        }
+    } else if path_correction {
+        let pc = path_correct_dirichlet(&block(study, &s_idx), &q, rng)?;
+        (pc.lambda, pc.block)
+    } else {
+        (0.0, block(study, &s_idx))
+    };
+    // Outside the S × S block: the identity for fixed, Mmat_study otherwise (§6.1, §6.2).
+    let mut tomodel: Vec<Vec<Option<f64>>> = if fixed {
+        identity(c)
+            .into_iter()
+            .map(|r| r.into_iter().map(Some).collect())
+            .collect()
+    } else {
+        study
+            .iter()
+            .map(|r| r.iter().copied().map(Some).collect())
+            .collect()
+    };
+    for (a, &i) in s_idx.iter().enumerate() {
+        for (b, &j) in s_idx.iter().enumerate() {
+            tomodel[i][j] = Some(new_block[a][b]);
+        }
+    }
+    Ok(Corrected {
+        lambda: Some(lambda),
+        tomodel,
+    })
+}
+
+fn unwrap_matrix(m: &[Vec<Option<f64>>]) -> Vec<Vec<f64>> {
+    m.iter()
+        .map(|r| r.iter().map(|x| x.unwrap_or(0.0)).collect())
+        .collect()
+}
+
+fn uncalibrated_row(name: &str, pu: &[f64], calibrated_causes: Vec<bool>) -> RowResult {
+    RowResult {
+        name: name.to_string(),
+        uncalibrated: pu.to_vec(),
+        mean: pu.to_vec(),
+        lower_ci: pu.to_vec(),
+        upper_ci: pu.to_vec(),
+        calibrated: false,
+        calibrated_causes,
+        uncalibrated_percentage: percentages(pu),
+        calibrated_percentage: percentages(pu),
+        diagnostics: None,
+    }
+}
+
+fn calibrate_prepared(
+    prepared: &Prepared,
+    mcmc: &McmcRequest,
+    path_correction: bool,
+    progress: &dyn Progress,
+) -> Result<Calibration, EngineError> {
+    let c = prepared.causes.len();
+    let k_count = prepared.algorithms.len();
+    let fixed = prepared.mmat_type == MmatType::Fixed;
+    let eta = prepared.pshrink_strength;
+
+    progress.step("Path correction");
+    let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(mcmc.seed, u64::MAX));
+    let corrected: Vec<Corrected> = (0..k_count)
+        .map(|k| path_correct(prepared, k, path_correction, &mut rng))
+        .collect::<Result<_, _>>()?;
+    if progress.is_cancelled() {
+        return Err(EngineError::Cancelled);
+    }
+
+    let mut rows = Vec::with_capacity(k_count + 1);
+    let mut deaths_calibrated = Vec::with_capacity(k_count);
+    for (k, corrected_k) in corrected.iter().enumerate() {
+        let name = &prepared.algorithms[k];
+        let pu = &prepared.p_uncalib[k];
+        let in_s: Vec<bool> = prepared.donotcalib_tomodel[k].iter().map(|x| !x).collect();
+        if !prepared.calibrated(k) {
+            rows.push(uncalibrated_row(name, pu, in_s));
+            deaths_calibrated.push(prepared.deaths[k].clone());
+            continue;
+        }
+        progress.step(&format!("Sampling {name}"));
+        let s_idx: Vec<usize> = (0..c).filter(|&j| in_s[j]).collect();
+        let tomodel = block(&unwrap_matrix(&corrected_k.tomodel), &s_idx);
+        let counts = subset(&prepared.deaths[k], &s_idx);
+        // §7.1: r = p_S/Σp_S has prior Dirichlet((1 + C·η·p0)_S); §7.2: 1 + |S|·η·q.
+        let p_prior: Vec<f64> = if fixed {
+            let q = normalised(&subset(pu, &s_idx));
+            q.iter()
+                .map(|x| 1.0 + s_idx.len() as f64 * eta * x)
+                .collect()
+        } else {
+            s_idx
+                .iter()
+                .map(|&j| 1.0 + c as f64 * eta * pu[j])
+                .collect()
+        };
+        let misclassification = if fixed {
+            Misclassification::Fixed(tomodel)
+        } else {
+            Misclassification::Dirichlet(tomodel)
+        };
+        let spec = ModelSpec {
+            p_prior,
+            terms: vec![AlgorithmTerm {
+                counts,
+                calibrated: vec![true; s_idx.len()],
+                misclassification,
+            }],
+        };
+        let (samples, diagnostics) = run_sampler(&spec, mcmc, k as u64, progress)?;
+        let summary = summarise(&samples, &s_idx, pu);
+        deaths_calibrated.push(calibrated_deaths(
+            &prepared.deaths[k],
+            &s_idx,
+            &summary.mean,
+            pu,
+        ));
+        rows.push(RowResult {
+            name: name.clone(),
+            uncalibrated: pu.clone(),
+            uncalibrated_percentage: percentages(pu),
+            calibrated_percentage: percentages(&summary.mean),
+            mean: summary.mean,
+            lower_ci: summary.lower,
+            upper_ci: summary.upper,
+            calibrated: true,
+            calibrated_causes: in_s,
+            diagnostics: Some(diagnostics),
+        });
+    }
+
+    let mut deaths_calibrated_ensemble = None;
+    if prepared.ensemble {
+        let pooled: Vec<f64> = (0..c)
+            .map(|j| prepared.deaths.iter().map(|r| r[j]).sum())
+            .collect();
+        let pu = normalised(&pooled);
+        // A cause stays out of the ensemble only if every algorithm leaves it out.
+        let in_s: Vec<bool> = (0..c)
+            .map(|j| (0..k_count).any(|k| !prepared.donotcalib_tomodel[k][j]))
+            .collect();
+        let s_idx: Vec<usize> = (0..c).filter(|&j| in_s[j]).collect();
+        if s_idx.len() <= 1 {
+            rows.push(uncalibrated_row("ensemble", &pu, in_s));
+            deaths_calibrated_ensemble = Some(prepared.deaths.clone());
+        } else {
+            progress.step("Sampling ensemble");
+            let spec = if fixed {
+                let q = normalised(&subset(&pu, &s_idx));
+                ModelSpec {
+                    p_prior: q
+                        .iter()
+                        .map(|x| 1.0 + s_idx.len() as f64 * eta * x)
+                        .collect(),
+                    terms: (0..k_count)
+                        .map(|k| AlgorithmTerm {
+                            counts: subset(&prepared.deaths[k], &s_idx),
+                            calibrated: vec![true; s_idx.len()],
+                            misclassification: Misclassification::Fixed(block(
+                                &unwrap_matrix(&corrected[k].tomodel),
+                                &s_idx,
+                            )),
+                        })
+                        .collect(),
+                }
+            } else {
+                ModelSpec {
+                    p_prior: pu.iter().map(|x| 1.0 + c as f64 * eta * x).collect(),
+                    terms: (0..k_count)
+                        .map(|k| {
+                            let calibrated: Vec<bool> =
+                                prepared.donotcalib_tomodel[k].iter().map(|x| !x).collect();
+                            // Extension: R fails on an uncalibrated member; here its deaths
+                            // inform p directly (identity misclassification).
+                            let misclassification = if prepared.calibrated(k) {
+                                Misclassification::Dirichlet(unwrap_matrix(&corrected[k].tomodel))
+                            } else {
+                                Misclassification::Fixed(identity(c))
+                            };
+                            AlgorithmTerm {
+                                counts: prepared.deaths[k].clone(),
+                                calibrated,
+                                misclassification,
+                            }
+                        })
+                        .collect(),
+                }
+            };
+            let (samples, diagnostics) = run_sampler(&spec, mcmc, k_count as u64, progress)?;
+            // Prior ensembles sample p over all causes; fixed ones over S_ens only.
+            let sampled_idx: Vec<usize> = if fixed {
+                s_idx.clone()
+            } else {
+                (0..c).collect()
+            };
+            let samples = restrict(&samples, &sampled_idx, &s_idx);
+            let summary = summarise(&samples, &s_idx, &pu);
+            deaths_calibrated_ensemble = Some(
+                prepared
+                    .deaths
+                    .iter()
+                    .map(|observed| calibrated_deaths(observed, &s_idx, &summary.mean, &pu))
+                    .collect(),
+            );
+            rows.push(RowResult {
+                name: "ensemble".to_string(),
+                uncalibrated: pu.clone(),
+                uncalibrated_percentage: percentages(&pu),
+                calibrated_percentage: percentages(&summary.mean),
+                mean: summary.mean,
+                lower_ci: summary.lower,
+                upper_ci: summary.upper,
+                calibrated: true,
+                calibrated_causes: in_s,
+                diagnostics: Some(diagnostics),
+            });
+        }
+    }
+
+    Ok(Calibration {
+        causes: prepared.causes.clone(),
+        algorithms: prepared.algorithms.clone(),
+        rows,
+        ensemble: prepared.ensemble,
+        deaths_uncalibrated: prepared.deaths.clone(),
+        deaths_calibrated,
+        deaths_calibrated_ensemble,
+        lambda: corrected.iter().map(|c| c.lambda).collect(),
+        mmat_input: prepared.mmat_input.clone(),
+        mmat_study: prepared.mmat_study.clone(),
+        mmat_tomodel: corrected.into_iter().map(|c| c.tomodel).collect(),
+        donotcalib_study: prepared.donotcalib_study.clone(),
+        pshrink_strength: eta,
+        mmat_type: prepared.mmat_type,
+    })
+}
+
+/// Keeps, from draws over the causes `sampled_idx`, the coordinates of `keep_idx` (a subset).
+fn restrict(samples: &Samples, sampled_idx: &[usize], keep_idx: &[usize]) -> Samples {
+    let pos: Vec<usize> = keep_idx
+        .iter()
+        .map(|j| {
+            sampled_idx
+                .iter()
+                .position(|x| x == j)
+                .expect("kept cause was sampled")
+        })
+        .collect();
+    Samples {
+        chains: samples
+            .chains
+            .iter()
+            .map(|chain| crate::mcmc::ChainDraws {
+                draws: chain
+                    .draws
+                    .iter()
+                    .map(|d| pos.iter().map(|&p| d[p]).collect())
+                    .collect(),
+                divergences: chain.divergences,
+                max_depth_hits: chain.max_depth_hits,
+            })
+            .collect(),
+    }
+}
