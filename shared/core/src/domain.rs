@@ -1,0 +1,252 @@
+//! Jobs, batches, logs, cache entries and their states (api-reference §5–§8).
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Steps of a job's progress (api-reference §6.3); `total_steps` is always 5.
+pub const TOTAL_STEPS: u32 = 5;
+
+/// RFC 3339 in UTC with a `Z` and microseconds, the API's timestamp format.
+pub fn timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Pending,
+    Running,
+    Success,
+    Failed,
+    Cancelled,
+    Timeout,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 6] = [
+        JobStatus::Pending,
+        JobStatus::Running,
+        JobStatus::Success,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+        JobStatus::Timeout,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Pending => "pending",
+            JobStatus::Running => "running",
+            JobStatus::Success => "success",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+            JobStatus::Timeout => "timeout",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobStatus> {
+        JobStatus::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, JobStatus::Pending | JobStatus::Running)
+    }
+
+    /// The legal transitions of §6.1: terminal states never change, nothing goes back to
+    /// pending.
+    pub fn can_become(self, next: JobStatus) -> bool {
+        match self {
+            JobStatus::Pending => next != JobStatus::Pending,
+            JobStatus::Running => !matches!(next, JobStatus::Pending | JobStatus::Running),
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobType {
+    Calibration,
+    BatchCalibration,
+}
+
+impl JobType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobType::Calibration => "calibration",
+            JobType::BatchCalibration => "batch_calibration",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobProgress {
+    pub current_step: u32,
+    pub step_name: String,
+}
+
+impl JobProgress {
+    pub fn new(current_step: u32, step_name: &str) -> Self {
+        JobProgress {
+            current_step,
+            step_name: step_name.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetails {
+    pub error_type: String,
+    pub error_message: String,
+    pub traceback: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheInfo {
+    pub cached_at: DateTime<Utc>,
+    pub source_job_id: String,
+}
+
+/// A job as stored. Every change is a conditional write on `version` that can lose.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub job_id: String,
+    pub job_type: JobType,
+    pub status: JobStatus,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub timeout_at: DateTime<Utc>,
+    pub priority: u8,
+    pub retry_count: u32,
+    pub max_retries: u32,
+    pub batch_id: Option<String>,
+    /// The normalised engine request (va_data reduced to counts), as JSON.
+    pub request: Value,
+    pub age_group: Option<String>,
+    pub country: Option<String>,
+    pub use_cache: bool,
+    pub cache_key: String,
+    pub progress: JobProgress,
+    pub error: Option<ErrorDetails>,
+    /// Where the result lives in the result store (the cache key), once successful.
+    pub result_key: Option<String>,
+    pub completed_result_at: Option<DateTime<Utc>>,
+    pub cache_info: Option<CacheInfo>,
+    /// A worker holds the job until then; after it, the job may be claimed again.
+    pub lease_until: Option<DateTime<Utc>>,
+    /// Times a worker claimed the job.
+    pub attempts: u32,
+    /// Whether the job's message has been put on the queue (batch members wait for a slot).
+    pub queued: bool,
+    pub expires_at: DateTime<Utc>,
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Batch {
+    pub batch_id: String,
+    pub batch_name: Option<String>,
+    pub job_ids: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub parallel_limit: u32,
+    pub fail_fast: bool,
+    pub expires_at: DateTime<Utc>,
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warning,
+    Error,
+    Critical,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warning => "warning",
+            LogLevel::Error => "error",
+            LogLevel::Critical => "critical",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<LogLevel> {
+        [
+            LogLevel::Debug,
+            LogLevel::Info,
+            LogLevel::Warning,
+            LogLevel::Error,
+            LogLevel::Critical,
+        ]
+        .into_iter()
+        .find(|l| l.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogEntry {
+    pub timestamp: DateTime<Utc>,
+    pub level: LogLevel,
+    pub message: String,
+    pub component: Option<String>,
+    pub data: Option<Value>,
+}
+
+impl LogEntry {
+    pub fn new(at: DateTime<Utc>, level: LogLevel, component: &str, message: impl Into<String>) -> Self {
+        LogEntry {
+            timestamp: at,
+            level,
+            message: message.into(),
+            component: Some(component.to_string()),
+            data: None,
+        }
+    }
+}
+
+/// The cache index entry of a computed result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheEntry {
+    pub cache_key: String,
+    pub result_key: String,
+    pub size_bytes: u64,
+    pub cached_at: DateTime<Utc>,
+    pub source_job_id: String,
+    pub age_group: Option<String>,
+    pub country: Option<String>,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_states_never_change_and_nothing_returns_to_pending() {
+        for from in JobStatus::ALL {
+            for to in JobStatus::ALL {
+                let legal = from.can_become(to);
+                if from.is_terminal() || to == JobStatus::Pending {
+                    assert!(!legal, "{from:?} → {to:?}");
+                }
+            }
+        }
+        assert!(JobStatus::Pending.can_become(JobStatus::Success));
+        assert!(JobStatus::Running.can_become(JobStatus::Timeout));
+        assert!(!JobStatus::Running.can_become(JobStatus::Running));
+    }
+
+    #[test]
+    fn timestamps_are_utc_with_z() {
+        let t = DateTime::parse_from_rfc3339("2024-01-15T14:25:00.5+02:00")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(timestamp(t), "2024-01-15T12:25:00.500000Z");
+    }
+}

@@ -1,0 +1,176 @@
+//! The ports the core needs from a deployment: storage of jobs and their satellites, a
+//! queue, a result store, a clock and IDs. Local mode implements them on SQLite and files,
+//! AWS on DynamoDB, SQS and S3; both pass the conformance suite (`testing` feature).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::domain::{Batch, CacheEntry, Job, JobStatus, LogEntry, LogLevel};
+
+/// A storage or queue failure. `Unavailable` is transient (retry); `Conflict` means a
+/// conditional write lost; `Other` is a bug or a permanent fault.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Outcome of a conditional write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Write {
+    Done,
+    /// The stored version was not the expected one (or the item is gone): nothing changed.
+    Lost,
+}
+
+/// Filters of `GET /api/v1/jobs` (§9); `None` = no filter.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobFilter {
+    pub status: Option<JobStatus>,
+    pub job_type: Option<String>,
+    pub age_group: Option<String>,
+    /// Compared case-insensitively.
+    pub country: Option<String>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+    pub batch_id: Option<String>,
+}
+
+/// Hit and miss counts of cache look-ups.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheCounters {
+    pub hits: u64,
+    pub misses: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheCounter {
+    Hit,
+    Miss,
+}
+
+/// Jobs, logs, batches, the cache index and counters. Expired items (`expires_at ≤ now`)
+/// are never returned, whether or not they were physically deleted yet.
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    /// Creates a job; fails with `Other` if the ID exists.
+    async fn insert_job(&self, job: &Job) -> StoreResult<()>;
+    async fn get_job(&self, job_id: &str, now: DateTime<Utc>) -> StoreResult<Option<Job>>;
+    /// Replaces the job if its stored version is `job.version - 1`.
+    async fn update_job(&self, job: &Job) -> StoreResult<Write>;
+    /// Deletes a job with its logs; returns how many items went.
+    async fn delete_job(&self, job_id: &str) -> StoreResult<u64>;
+    /// Matching jobs, newest first (ties by job_id), and the total count.
+    async fn list_jobs(
+        &self,
+        filter: &JobFilter,
+        offset: u64,
+        limit: u64,
+        now: DateTime<Utc>,
+    ) -> StoreResult<(Vec<Job>, u64)>;
+    /// Jobs in one of `statuses` created at or after `since` (metrics, janitor).
+    async fn jobs_by_status(
+        &self,
+        statuses: &[JobStatus],
+        since: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Job>>;
+
+    /// Appends a log entry, keeping at most `max_entries` per job (oldest dropped).
+    async fn append_log(&self, job_id: &str, entry: &LogEntry, max_entries: u64)
+        -> StoreResult<()>;
+    /// Logs newest first, filtered by `level`, then paged.
+    async fn logs(
+        &self,
+        job_id: &str,
+        level: Option<LogLevel>,
+        offset: u64,
+        limit: u64,
+    ) -> StoreResult<Vec<LogEntry>>;
+
+    async fn insert_batch(&self, batch: &Batch) -> StoreResult<()>;
+    async fn get_batch(&self, batch_id: &str, now: DateTime<Utc>) -> StoreResult<Option<Batch>>;
+
+    /// Stores the entry unless one with the same key is live; `Lost` if one is.
+    async fn put_cache_entry(&self, entry: &CacheEntry) -> StoreResult<Write>;
+    async fn get_cache_entry(
+        &self,
+        cache_key: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<CacheEntry>>;
+    async fn cache_entries(&self, now: DateTime<Utc>) -> StoreResult<Vec<CacheEntry>>;
+    async fn delete_cache_entry(&self, cache_key: &str) -> StoreResult<()>;
+    async fn count_cache(&self, counter: CacheCounter) -> StoreResult<()>;
+    async fn cache_counters(&self) -> StoreResult<CacheCounters>;
+
+    /// Cheap round trip for the health check.
+    async fn ping(&self) -> StoreResult<()>;
+}
+
+/// One delivery of a queue message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub job_id: String,
+    /// Opaque handle for `ack` / `release`.
+    pub receipt: String,
+    /// 1 on the first delivery.
+    pub receive_count: u32,
+}
+
+/// At-least-once delivery with visibility timeouts, higher priority first (best effort),
+/// FIFO within a priority.
+#[async_trait]
+pub trait JobQueue: Send + Sync {
+    async fn send(&self, job_id: &str, priority: u8, delay: Duration) -> StoreResult<()>;
+    /// Up to `max` messages, each hidden for `visibility` unless acked.
+    async fn receive(&self, max: u32, visibility: Duration) -> StoreResult<Vec<Delivery>>;
+    async fn ack(&self, receipt: &str) -> StoreResult<()>;
+    /// Makes the message visible again after `delay`.
+    async fn release(&self, receipt: &str, delay: Duration) -> StoreResult<()>;
+    /// Messages waiting or in flight (health).
+    async fn depth(&self) -> StoreResult<u64>;
+}
+
+/// Results by key (the cache key), written once.
+#[async_trait]
+pub trait ResultStore: Send + Sync {
+    /// Stores `bytes` unless `key` exists (then it is left as it is, and that is success).
+    async fn put_if_absent(&self, key: &str, bytes: &[u8]) -> StoreResult<()>;
+    async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>>;
+    async fn delete(&self, key: &str) -> StoreResult<()>;
+}
+
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The real clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+pub trait IdGenerator: Send + Sync {
+    /// 12 lowercase hex characters.
+    fn hex12(&self) -> String;
+}
+
+/// Random IDs from the OS-seeded thread RNG.
+pub struct RandomIds;
+
+impl IdGenerator for RandomIds {
+    fn hex12(&self) -> String {
+        use rand::RngExt;
+        let bytes: [u8; 6] = rand::rng().random();
+        hex::encode(bytes)
+    }
+}

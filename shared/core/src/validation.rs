@@ -1,0 +1,494 @@
+//! Validation of job requests (api-reference §4) on top of the engine's own parsing, and
+//! their reduction to count vectors: a stored job is small, and the worker never sees raw
+//! uploads. Equal counts and settings give an equal cache key.
+
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+use vacal_engine::data::STORED_ALGORITHMS;
+use vacal_engine::prepare::{counts_of, prepare};
+use vacal_engine::request::VaInput;
+use vacal_engine::{CalibrationRequest, EngineError, ENGINE_VERSION};
+
+use crate::config::Config;
+
+/// One offending field.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+/// A refused request (a 422), with every field that was found wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationError {
+    pub errors: Vec<FieldError>,
+}
+
+impl ValidationError {
+    pub fn single(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ValidationError {
+            errors: vec![FieldError {
+                field: field.into(),
+                message: message.into(),
+            }],
+        }
+    }
+
+    /// Human-readable, naming the fields.
+    pub fn detail(&self) -> String {
+        self.errors
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn prefixed(mut self, prefix: &str) -> Self {
+        if !prefix.is_empty() {
+            for e in &mut self.errors {
+                e.field = format!("{prefix}.{}", e.field);
+            }
+        }
+        self
+    }
+}
+
+impl From<EngineError> for ValidationError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Invalid { field, message } => ValidationError::single(field, message),
+            other => ValidationError::single("body", other.to_string()),
+        }
+    }
+}
+
+/// A request that passed validation, ready to be stored as a job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidJobRequest {
+    /// The engine request with `va_data` reduced to counts and defaults applied.
+    pub request: CalibrationRequest,
+    /// `request` as JSON (what the worker runs).
+    pub request_json: Value,
+    pub cache_key: String,
+    pub priority: u8,
+    pub timeout_minutes: u32,
+    pub use_cache: bool,
+    pub age_group: Option<String>,
+    pub country: Option<String>,
+    /// Top-level fields that were ignored (logged as a warning on the job).
+    pub ignored_fields: Vec<String>,
+}
+
+/// The API's own top-level fields, beyond the engine's.
+const API_FIELDS: [&str; 3] = ["priority", "timeout_minutes", "use_cache"];
+
+fn whole(v: &Value) -> Option<i64> {
+    v.as_i64().or_else(|| {
+        v.as_f64()
+            .filter(|x| x.fract() == 0.0 && x.abs() < 1e15)
+            .map(|x| x as i64)
+    })
+}
+
+fn int_field(
+    body: &Map<String, Value>,
+    name: &str,
+    default: i64,
+    min: i64,
+    max: i64,
+) -> Result<i64, ValidationError> {
+    match body.get(name) {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => match whole(v) {
+            Some(n) if (min..=max).contains(&n) => Ok(n),
+            Some(_) => Err(ValidationError::single(
+                name,
+                format!("must be between {min} and {max}"),
+            )),
+            None => Err(ValidationError::single(name, "must be an integer")),
+        },
+    }
+}
+
+fn record_id_ok(id: &str) -> bool {
+    (1..=50).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// The API's stricter rules on each data form (§4.2), before the engine reads it.
+fn check_api_data_rules(algorithm: &str, data: &Value) -> Result<(), ValidationError> {
+    let path = format!("va_data.{algorithm}");
+    let Value::Array(items) = data else {
+        if let Value::Object(counts) = data {
+            if !counts.contains_key("rows") {
+                for (cause, n) in counts {
+                    if whole(n).is_none_or(|n| n < 0) {
+                        return Err(ValidationError::single(
+                            format!("{path}.{cause}"),
+                            "counts must be non-negative integers",
+                        ));
+                    }
+                }
+            }
+        }
+        return Ok(());
+    };
+    let mut seen = std::collections::HashSet::new();
+    for (i, item) in items.iter().enumerate() {
+        match item {
+            Value::Object(record) => {
+                let id = match record.get("id").or_else(|| record.get("ID")) {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
+                    _ => {
+                        return Err(ValidationError::single(
+                            format!("{path}[{i}].id"),
+                            "is required: a string or integer",
+                        ))
+                    }
+                };
+                if !record_id_ok(&id) {
+                    return Err(ValidationError::single(
+                        format!("{path}[{i}].id"),
+                        "must be 1-50 characters of letters, digits, '_' or '-'",
+                    ));
+                }
+                if !seen.insert(id.clone()) {
+                    return Err(ValidationError::single(
+                        format!("{path}[{i}].id"),
+                        format!("'{id}' appears more than once"),
+                    ));
+                }
+                let cause = record.get("cause").or_else(|| record.get("cause1"));
+                match cause.and_then(Value::as_str) {
+                    Some(c) if (1..=100).contains(&c.chars().count()) => {}
+                    _ => {
+                        return Err(ValidationError::single(
+                            format!("{path}[{i}].cause"),
+                            "is required: 1-100 characters",
+                        ))
+                    }
+                }
+            }
+            Value::Array(row) => {
+                if row.iter().any(|x| whole(x).is_none_or(|x| x != 0 && x != 1)) {
+                    return Err(ValidationError::single(
+                        format!("{path}[{i}]"),
+                        "matrix entries must be 0 or 1",
+                    ));
+                }
+            }
+            n @ Value::Number(_) => {
+                if whole(n).is_none_or(|n| n < 0) {
+                    return Err(ValidationError::single(
+                        format!("{path}[{i}]"),
+                        "counts must be non-negative integers",
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Canonical JSON: object keys sorted at every level, no whitespace. Arrays keep their order
+/// (algorithm and cause order change the output layout, so they are part of the key).
+pub fn canonical_json(v: &Value) -> String {
+    fn sorted(v: &Value) -> Value {
+        match v {
+            Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                Value::Object(keys.into_iter().map(|k| (k.clone(), sorted(&m[k]))).collect())
+            }
+            Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
+            other => other.clone(),
+        }
+    }
+    serde_json::to_string(&sorted(v)).expect("JSON values serialise")
+}
+
+/// SHA-256 of the canonical normalised request and the engine version.
+pub fn cache_key(request_json: &Value) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(ENGINE_VERSION.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(canonical_json(request_json).as_bytes());
+    hex::encode(hasher.finalize())
+}
+
+/// The normalised form of a request: va_data as ordered count vectors, algorithm order kept
+/// as an array of pairs, ensemble resolved.
+fn normalised_json(request: &CalibrationRequest) -> Value {
+    let mut v = request.to_json();
+    let va: Vec<Value> = request
+        .va_data
+        .iter()
+        .map(|(algorithm, input)| match input {
+            VaInput::Counts {
+                causes: Some(causes),
+                counts,
+            } => json!([algorithm, {"causes": causes, "counts": counts}]),
+            _ => unreachable!("normalised requests hold named counts"),
+        })
+        .collect();
+    v["va_data_order"] = Value::Array(va);
+    v
+}
+
+/// Validates a job request body (`prefix` names its place in a batch, e.g. `jobs[2]`).
+pub fn validate_job_request(
+    body: &Value,
+    config: &Config,
+    prefix: &str,
+) -> Result<ValidJobRequest, ValidationError> {
+    let fail = |e: ValidationError| e.prefixed(prefix);
+    let Value::Object(obj) = body else {
+        return Err(fail(ValidationError::single(
+            "body",
+            "must be a JSON object",
+        )));
+    };
+    let priority = int_field(obj, "priority", 5, 1, 10).map_err(fail)? as u8;
+    let timeout_minutes = int_field(
+        obj,
+        "timeout_minutes",
+        config.default_timeout_minutes as i64,
+        1,
+        config.max_timeout_minutes as i64,
+    )
+    .map_err(fail)? as u32;
+    let use_cache = match obj.get("use_cache") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(fail(ValidationError::single("use_cache", "must be a boolean"))),
+    };
+
+    // API defaults (§4): example data, neonate, Mozambique. An explicit null age group or
+    // country means "none" (custom classifiers with their own matrices).
+    let mut engine_body = obj.clone();
+    for (field, default) in [
+        ("va_data", json!({"insilicova": "use_example"})),
+        ("age_group", json!("neonate")),
+        ("country", json!("Mozambique")),
+    ] {
+        match engine_body.get(field) {
+            None => {
+                engine_body.insert(field.to_string(), default);
+            }
+            Some(Value::Null) if field == "va_data" => {
+                engine_body.insert(field.to_string(), default);
+            }
+            _ => {}
+        }
+    }
+    let va = engine_body
+        .get("va_data")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let has_missmat = engine_body.get("missmat").is_some_and(|m| !m.is_null());
+    for (algorithm, data) in &va {
+        if !has_missmat && !STORED_ALGORITHMS.contains(&algorithm.as_str()) {
+            return Err(fail(ValidationError::single(
+                format!("va_data.{algorithm}"),
+                "unknown algorithm: use eava, insilicova or interva (other names need missmat)",
+            )));
+        }
+        check_api_data_rules(algorithm, data).map_err(fail)?;
+    }
+
+    let parsed = CalibrationRequest::from_json(&Value::Object(engine_body))
+        .map_err(|e| fail(e.into()))?;
+    let mut normalised = parsed.clone();
+    normalised.va_data.clear();
+    for (algorithm, input) in &parsed.va_data {
+        let (causes, counts) =
+            counts_of(algorithm, input, parsed.age_group).map_err(|e| fail(e.into()))?;
+        // With the stored matrices, named counts are broad causes of the age group: any other
+        // name is refused, and missing ones count 0 (§4.2), in the canonical order.
+        let (causes, counts) = match parsed.age_group {
+            Some(age_group) if !has_missmat && parsed.studycause_map.is_none() => {
+                let canonical = age_group.causes();
+                let unknown: Vec<&String> =
+                    causes.iter().filter(|c| !canonical.contains(c)).collect();
+                if !unknown.is_empty() {
+                    return Err(fail(ValidationError::single(
+                        format!("va_data.{algorithm}"),
+                        format!(
+                            "unknown cause(s) {} for age group {} (expected {})",
+                            unknown
+                                .iter()
+                                .map(|c| format!("'{c}'"))
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                            age_group.as_str(),
+                            canonical.join(", ")
+                        ),
+                    )));
+                }
+                let full: Vec<f64> = canonical
+                    .iter()
+                    .map(|c| causes.iter().position(|x| x == c).map_or(0.0, |i| counts[i]))
+                    .collect();
+                (canonical.to_vec(), full)
+            }
+            _ => (causes, counts),
+        };
+        let total: f64 = counts.iter().sum();
+        if total < 1.0 {
+            return Err(fail(ValidationError::single(
+                format!("va_data.{algorithm}"),
+                "has no deaths (after dropping Unspecified); at least one is needed",
+            )));
+        }
+        if total > config.max_deaths_per_request as f64 {
+            return Err(fail(ValidationError::single(
+                format!("va_data.{algorithm}"),
+                format!(
+                    "has {total} deaths; at most {} per algorithm",
+                    config.max_deaths_per_request
+                ),
+            )));
+        }
+        normalised.va_data.push((
+            algorithm.clone(),
+            VaInput::Counts {
+                causes: Some(causes),
+                counts,
+            },
+        ));
+    }
+    normalised.ensemble = Some(normalised.va_data.len() > 1 && parsed.ensemble.unwrap_or(true));
+    // Everything deterministic is checked now, so bad input is a 422, not a failed job.
+    prepare(&normalised).map_err(|e| fail(e.into()))?;
+
+    let request_json = normalised.to_json();
+    let key = cache_key(&normalised_json(&normalised));
+    let ignored_fields = vacal_engine::request::unknown_fields(obj, &API_FIELDS)
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    Ok(ValidJobRequest {
+        age_group: normalised.age_group.map(|a| a.as_str().to_string()),
+        country: normalised.country.clone(),
+        request: normalised,
+        request_json,
+        cache_key: key,
+        priority,
+        timeout_minutes,
+        use_cache,
+        ignored_fields,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid(body: Value) -> ValidJobRequest {
+        validate_job_request(&body, &Config::default(), "").unwrap()
+    }
+
+    fn invalid(body: Value) -> FieldError {
+        validate_job_request(&body, &Config::default(), "")
+            .unwrap_err()
+            .errors
+            .remove(0)
+    }
+
+    #[test]
+    fn the_empty_request_is_the_neonatal_insilicova_example() {
+        let v = valid(json!({}));
+        assert_eq!(v.priority, 5);
+        assert_eq!(v.timeout_minutes, 30);
+        assert!(!v.use_cache);
+        assert_eq!(v.age_group.as_deref(), Some("neonate"));
+        assert_eq!(v.country.as_deref(), Some("Mozambique"));
+        assert_eq!(
+            v.request_json["va_data"]["insilicova"],
+            json!({"congenital_malformation": 1.0, "pneumonia": 148.0, "sepsis_meningitis_inf": 363.0,
+                   "ipre": 327.0, "other": 62.0, "prematurity": 289.0})
+        );
+        let explicit = valid(json!({"va_data": {"insilicova": "use_example"}}));
+        assert_eq!(v.cache_key, explicit.cache_key);
+    }
+
+    #[test]
+    fn equal_counts_in_any_form_share_a_cache_key() {
+        let counts = valid(json!({"va_data": {"eava": [1, 2, 0, 0, 0, 1]}}));
+        // Keys in another order, zeros left out.
+        let object = valid(json!({"va_data": {"eava": {"prematurity": 1, "pneumonia": 2, "congenital_malformation": 1}}}));
+        let records = valid(json!({"va_data": {"eava": [
+            {"id": "a", "cause": "Congenital malformation"},
+            {"id": "b", "cause": "Neonatal pneumonia"},
+            {"id": "c", "cause": "pneumonia"},
+            {"id": "d", "cause": "Prematurity"},
+            {"id": "e", "cause": "Unspecified"}]}}));
+        let matrix = valid(json!({"va_data": {"eava": [[1,0,0,0,0,0],[0,1,0,0,0,0],[0,1,0,0,0,0],[0,0,0,0,0,1]]}}));
+        assert_eq!(counts.cache_key, object.cache_key);
+        assert_eq!(counts.cache_key, records.cache_key);
+        assert_eq!(counts.cache_key, matrix.cache_key);
+        let other_country = valid(json!({"va_data": {"eava": [1, 2, 0, 0, 0, 1]}, "country": "mozambique"}));
+        assert_ne!(counts.cache_key, other_country.cache_key);
+        let other_priority = valid(json!({"va_data": {"eava": [1, 2, 0, 0, 0, 1]}, "priority": 9, "use_cache": true}));
+        assert_eq!(counts.cache_key, other_priority.cache_key);
+    }
+
+    #[test]
+    fn ensemble_with_one_algorithm_is_ignored() {
+        let a = valid(json!({"ensemble": true}));
+        let b = valid(json!({"ensemble": false}));
+        assert_eq!(a.cache_key, b.cache_key);
+        assert_eq!(a.request.ensemble, Some(false));
+    }
+
+    #[test]
+    fn each_documented_rule_gives_a_field_error() {
+        let cases = [
+            (json!({"va_data": {}}), "va_data"),
+            (json!({"va_data": {"openva": "use_example"}}), "va_data.openva"),
+            (json!({"age_group": "adult"}), "age_group"),
+            (json!({"country": "  "}), "country"),
+            (json!({"mmat_type": "samples"}), "missmat"),
+            (json!({"priority": 11}), "priority"),
+            (json!({"priority": "high"}), "priority"),
+            (json!({"timeout_minutes": 121}), "timeout_minutes"),
+            (json!({"use_cache": "yes"}), "use_cache"),
+            (json!({"va_data": {"eava": [{"id": "a b", "cause": "Prematurity"}]}}), "va_data.eava[0].id"),
+            (json!({"va_data": {"eava": [{"id": "a", "cause": "Prematurity"}, {"id": "a", "cause": "Prematurity"}]}}), "va_data.eava[1].id"),
+            (json!({"va_data": {"eava": [{"id": "a"}]}}), "va_data.eava[0].cause"),
+            (json!({"va_data": {"eava": [{"id": "a", "cause": "Unspecified"}]}}), "va_data.eava"),
+            (json!({"va_data": {"eava": [{"id": "a", "cause": "Gout"}]}}), "va_data.eava"),
+            (json!({"va_data": {"eava": [[0, 2, 0, 0, 0, 0]]}}), "va_data.eava[0]"),
+            (json!({"va_data": {"eava": [1, 2, 3]}}), "va_data.eava"),
+            (json!({"va_data": {"eava": [1, -2, 3, 0, 0, 0]}}), "va_data.eava[1]"),
+            (json!({"va_data": {"eava": {"pneumonia": 2, "flu": 1}}}), "va_data.eava"),
+            (json!({"va_data": {"eava": [0, 0, 0, 0, 0, 0]}}), "va_data.eava"),
+            (json!({"va_data": {"eava": [10001, 0, 0, 0, 0, 0]}}), "va_data.eava"),
+            (json!({"va_data": {"eava": [{"id": "a", "cause": "Prematurity"}, 3]}}), "va_data.eava"),
+            (json!({"va_data": {"eava": "example"}}), "va_data.eava"),
+        ];
+        for (body, field) in cases {
+            let e = invalid(body.clone());
+            assert_eq!(e.field, field, "{body}: {}", e.message);
+            assert!(!e.message.is_empty());
+        }
+    }
+
+    #[test]
+    fn batch_members_name_their_index() {
+        let e = validate_job_request(&json!({"age_group": 3}), &Config::default(), "jobs[1]")
+            .unwrap_err();
+        assert_eq!(e.errors[0].field, "jobs[1].age_group");
+    }
+
+    #[test]
+    fn unknown_top_level_fields_are_reported() {
+        let v = valid(json!({"dataset": "x", "deaths": 3}));
+        assert_eq!(v.ignored_fields, vec!["dataset", "deaths"]);
+    }
+}
