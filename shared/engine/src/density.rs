@@ -1,5 +1,3 @@
-/work/main/shared/engine/src/density.rs:
-
 //! The log posterior of a [`ModelSpec`] on an unconstrained space, with its gradient, for
 //! gradient-based samplers.
 //!
