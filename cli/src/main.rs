@@ -1,6 +1,7 @@
 //! `vacal`: calibrate verbal-autopsy CSMFs from the command line.
 
 mod calibrate_cmd;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -21,11 +22,14 @@ struct Cli {
 enum Command {
     /// Run one calibration and print the result.
     Calibrate(calibrate_cmd::CalibrateArgs),
+    /// Serve the job API with workers and the janitor, on an embedded SQLite store.
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Calibrate(args) => calibrate_cmd::run(args),
+        Command::Serve(args) => serve::run(args),
     }
 }

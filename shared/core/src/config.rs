@@ -57,14 +57,14 @@ pub struct ConfigError {
     pub message: String,
 }
 
-fn number<T: std::str::FromStr>(
+fn number<T>(
     vars: &HashMap<String, String>,
     name: &str,
     min: T,
     max: T,
 ) -> Result<Option<T>, ConfigError>
 where
-    T: PartialOrd + std::fmt::Display + Copy,
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
 {
     let Some(raw) = vars.get(name) else {
         return Ok(None);
@@ -157,8 +157,8 @@ impl Config {
         }
         if let Some(origins) = vars.get("CORS_ORIGINS") {
             // Accepts `*`, a comma list, or the guide's JSON list form `["*"]`.
-            let parsed: Vec<String> = serde_json::from_str::<Vec<String>>(origins)
-                .unwrap_or_else(|_| {
+            let parsed: Vec<String> =
+                serde_json::from_str::<Vec<String>>(origins).unwrap_or_else(|_| {
                     origins
                         .split(',')
                         .map(|s| s.trim().to_string())

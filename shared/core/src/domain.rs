@@ -151,6 +151,8 @@ pub struct Batch {
     pub created_at: DateTime<Utc>,
     pub parallel_limit: u32,
     pub fail_fast: bool,
+    /// Members holding one of the `parallel_limit` running slots.
+    pub running: Vec<String>,
     pub expires_at: DateTime<Utc>,
     pub version: u64,
 }
@@ -199,7 +201,12 @@ pub struct LogEntry {
 }
 
 impl LogEntry {
-    pub fn new(at: DateTime<Utc>, level: LogLevel, component: &str, message: impl Into<String>) -> Self {
+    pub fn new(
+        at: DateTime<Utc>,
+        level: LogLevel,
+        component: &str,
+        message: impl Into<String>,
+    ) -> Self {
         LogEntry {
             timestamp: at,
             level,

@@ -4,8 +4,17 @@
 //! `Janitor` (timeouts, stuck leases, batch repair).
 
 pub mod config;
+#[cfg(feature = "testing")]
+pub mod conformance;
 pub mod domain;
+pub mod janitor;
 pub mod ports;
+pub mod query;
+pub mod service;
 pub mod validation;
+pub mod worker;
 
 pub use config::Config;
+pub use janitor::Janitor;
+pub use service::{JobService, Ports, ServiceError};
+pub use worker::Worker;

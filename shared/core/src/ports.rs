@@ -96,6 +96,9 @@ pub trait JobStore: Send + Sync {
 
     async fn insert_batch(&self, batch: &Batch) -> StoreResult<()>;
     async fn get_batch(&self, batch_id: &str, now: DateTime<Utc>) -> StoreResult<Option<Batch>>;
+    /// Replaces the batch if its stored version is `batch.version - 1` (the running-slot set
+    /// changes only through this).
+    async fn update_batch(&self, batch: &Batch) -> StoreResult<Write>;
 
     /// Stores the entry unless one with the same key is live; `Lost` if one is.
     async fn put_cache_entry(&self, entry: &CacheEntry) -> StoreResult<Write>;

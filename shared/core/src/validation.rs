@@ -172,21 +172,21 @@ fn check_api_data_rules(algorithm: &str, data: &Value) -> Result<(), ValidationE
                     }
                 }
             }
-            Value::Array(row) => {
-                if row.iter().any(|x| whole(x).is_none_or(|x| x != 0 && x != 1)) {
-                    return Err(ValidationError::single(
-                        format!("{path}[{i}]"),
-                        "matrix entries must be 0 or 1",
-                    ));
-                }
+            Value::Array(row)
+                if row
+                    .iter()
+                    .any(|x| whole(x).is_none_or(|x| x != 0 && x != 1)) =>
+            {
+                return Err(ValidationError::single(
+                    format!("{path}[{i}]"),
+                    "matrix entries must be 0 or 1",
+                ));
             }
-            n @ Value::Number(_) => {
-                if whole(n).is_none_or(|n| n < 0) {
-                    return Err(ValidationError::single(
-                        format!("{path}[{i}]"),
-                        "counts must be non-negative integers",
-                    ));
-                }
+            n @ Value::Number(_) if whole(n).is_none_or(|n| n < 0) => {
+                return Err(ValidationError::single(
+                    format!("{path}[{i}]"),
+                    "counts must be non-negative integers",
+                ));
             }
             _ => {}
         }
@@ -202,7 +202,11 @@ pub fn canonical_json(v: &Value) -> String {
             Value::Object(m) => {
                 let mut keys: Vec<&String> = m.keys().collect();
                 keys.sort();
-                Value::Object(keys.into_iter().map(|k| (k.clone(), sorted(&m[k]))).collect())
+                Value::Object(
+                    keys.into_iter()
+                        .map(|k| (k.clone(), sorted(&m[k])))
+                        .collect(),
+                )
             }
             Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
             other => other.clone(),
@@ -264,7 +268,12 @@ pub fn validate_job_request(
     let use_cache = match obj.get("use_cache") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(fail(ValidationError::single("use_cache", "must be a boolean"))),
+        Some(_) => {
+            return Err(fail(ValidationError::single(
+                "use_cache",
+                "must be a boolean",
+            )))
+        }
     };
 
     // API defaults (§4): example data, neonate, Mozambique. An explicit null age group or
@@ -301,8 +310,8 @@ pub fn validate_job_request(
         check_api_data_rules(algorithm, data).map_err(fail)?;
     }
 
-    let parsed = CalibrationRequest::from_json(&Value::Object(engine_body))
-        .map_err(|e| fail(e.into()))?;
+    let parsed =
+        CalibrationRequest::from_json(&Value::Object(engine_body)).map_err(|e| fail(e.into()))?;
     let mut normalised = parsed.clone();
     normalised.va_data.clear();
     for (algorithm, input) in &parsed.va_data {
@@ -332,7 +341,12 @@ pub fn validate_job_request(
                 }
                 let full: Vec<f64> = canonical
                     .iter()
-                    .map(|c| causes.iter().position(|x| x == c).map_or(0.0, |i| counts[i]))
+                    .map(|c| {
+                        causes
+                            .iter()
+                            .position(|x| x == c)
+                            .map_or(0.0, |i| counts[i])
+                    })
                     .collect();
                 (canonical.to_vec(), full)
             }
@@ -421,20 +435,27 @@ mod tests {
     fn equal_counts_in_any_form_share_a_cache_key() {
         let counts = valid(json!({"va_data": {"eava": [1, 2, 0, 0, 0, 1]}}));
         // Keys in another order, zeros left out.
-        let object = valid(json!({"va_data": {"eava": {"prematurity": 1, "pneumonia": 2, "congenital_malformation": 1}}}));
+        let object = valid(
+            json!({"va_data": {"eava": {"prematurity": 1, "pneumonia": 2, "congenital_malformation": 1}}}),
+        );
         let records = valid(json!({"va_data": {"eava": [
             {"id": "a", "cause": "Congenital malformation"},
             {"id": "b", "cause": "Neonatal pneumonia"},
             {"id": "c", "cause": "pneumonia"},
             {"id": "d", "cause": "Prematurity"},
             {"id": "e", "cause": "Unspecified"}]}}));
-        let matrix = valid(json!({"va_data": {"eava": [[1,0,0,0,0,0],[0,1,0,0,0,0],[0,1,0,0,0,0],[0,0,0,0,0,1]]}}));
+        let matrix = valid(
+            json!({"va_data": {"eava": [[1,0,0,0,0,0],[0,1,0,0,0,0],[0,1,0,0,0,0],[0,0,0,0,0,1]]}}),
+        );
         assert_eq!(counts.cache_key, object.cache_key);
         assert_eq!(counts.cache_key, records.cache_key);
         assert_eq!(counts.cache_key, matrix.cache_key);
-        let other_country = valid(json!({"va_data": {"eava": [1, 2, 0, 0, 0, 1]}, "country": "mozambique"}));
+        let other_country =
+            valid(json!({"va_data": {"eava": [1, 2, 0, 0, 0, 1]}, "country": "mozambique"}));
         assert_ne!(counts.cache_key, other_country.cache_key);
-        let other_priority = valid(json!({"va_data": {"eava": [1, 2, 0, 0, 0, 1]}, "priority": 9, "use_cache": true}));
+        let other_priority = valid(
+            json!({"va_data": {"eava": [1, 2, 0, 0, 0, 1]}, "priority": 9, "use_cache": true}),
+        );
         assert_eq!(counts.cache_key, other_priority.cache_key);
     }
 
@@ -450,7 +471,10 @@ mod tests {
     fn each_documented_rule_gives_a_field_error() {
         let cases = [
             (json!({"va_data": {}}), "va_data"),
-            (json!({"va_data": {"openva": "use_example"}}), "va_data.openva"),
+            (
+                json!({"va_data": {"openva": "use_example"}}),
+                "va_data.openva",
+            ),
             (json!({"age_group": "adult"}), "age_group"),
             (json!({"country": "  "}), "country"),
             (json!({"mmat_type": "samples"}), "missmat"),
@@ -458,18 +482,51 @@ mod tests {
             (json!({"priority": "high"}), "priority"),
             (json!({"timeout_minutes": 121}), "timeout_minutes"),
             (json!({"use_cache": "yes"}), "use_cache"),
-            (json!({"va_data": {"eava": [{"id": "a b", "cause": "Prematurity"}]}}), "va_data.eava[0].id"),
-            (json!({"va_data": {"eava": [{"id": "a", "cause": "Prematurity"}, {"id": "a", "cause": "Prematurity"}]}}), "va_data.eava[1].id"),
-            (json!({"va_data": {"eava": [{"id": "a"}]}}), "va_data.eava[0].cause"),
-            (json!({"va_data": {"eava": [{"id": "a", "cause": "Unspecified"}]}}), "va_data.eava"),
-            (json!({"va_data": {"eava": [{"id": "a", "cause": "Gout"}]}}), "va_data.eava"),
-            (json!({"va_data": {"eava": [[0, 2, 0, 0, 0, 0]]}}), "va_data.eava[0]"),
+            (
+                json!({"va_data": {"eava": [{"id": "a b", "cause": "Prematurity"}]}}),
+                "va_data.eava[0].id",
+            ),
+            (
+                json!({"va_data": {"eava": [{"id": "a", "cause": "Prematurity"}, {"id": "a", "cause": "Prematurity"}]}}),
+                "va_data.eava[1].id",
+            ),
+            (
+                json!({"va_data": {"eava": [{"id": "a"}]}}),
+                "va_data.eava[0].cause",
+            ),
+            (
+                json!({"va_data": {"eava": [{"id": "a", "cause": "Unspecified"}]}}),
+                "va_data.eava",
+            ),
+            (
+                json!({"va_data": {"eava": [{"id": "a", "cause": "Gout"}]}}),
+                "va_data.eava",
+            ),
+            (
+                json!({"va_data": {"eava": [[0, 2, 0, 0, 0, 0]]}}),
+                "va_data.eava[0]",
+            ),
             (json!({"va_data": {"eava": [1, 2, 3]}}), "va_data.eava"),
-            (json!({"va_data": {"eava": [1, -2, 3, 0, 0, 0]}}), "va_data.eava[1]"),
-            (json!({"va_data": {"eava": {"pneumonia": 2, "flu": 1}}}), "va_data.eava"),
-            (json!({"va_data": {"eava": [0, 0, 0, 0, 0, 0]}}), "va_data.eava"),
-            (json!({"va_data": {"eava": [10001, 0, 0, 0, 0, 0]}}), "va_data.eava"),
-            (json!({"va_data": {"eava": [{"id": "a", "cause": "Prematurity"}, 3]}}), "va_data.eava"),
+            (
+                json!({"va_data": {"eava": [1, -2, 3, 0, 0, 0]}}),
+                "va_data.eava[1]",
+            ),
+            (
+                json!({"va_data": {"eava": {"pneumonia": 2, "flu": 1}}}),
+                "va_data.eava",
+            ),
+            (
+                json!({"va_data": {"eava": [0, 0, 0, 0, 0, 0]}}),
+                "va_data.eava",
+            ),
+            (
+                json!({"va_data": {"eava": [10001, 0, 0, 0, 0, 0]}}),
+                "va_data.eava",
+            ),
+            (
+                json!({"va_data": {"eava": [{"id": "a", "cause": "Prematurity"}, 3]}}),
+                "va_data.eava",
+            ),
             (json!({"va_data": {"eava": "example"}}), "va_data.eava"),
         ];
         for (body, field) in cases {

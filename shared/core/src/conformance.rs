@@ -1,0 +1,1594 @@
+//! The port conformance suite (`testing` feature): one set of behavioural checks that every
+//! adapter family runs, so SQLite and DynamoDB/SQS/S3 cannot drift apart. A behaviour that
+//! differs between them is a bug in one of them.
+//!
+//! Each suite takes a factory that builds a fresh, empty adapter; every check gets its own,
+//! so checks never see each other's data (totals, queue depth). Run it from a
+//! `#[tokio::test]` (any flavour, real time: the queue checks sleep for real, because a
+//! queue keeps its own clock; do not use `start_paused`):
+//!
+//! ```ignore
+//! #[tokio::test]
+//! async fn conformance() {
+//!     vacal_core::conformance::run_all(|| async { make_adapters().await }).await;
+//! }
+//! ```
+//!
+//! A failing check panics with a message naming the check; the check about to run is also
+//! printed to stderr (`conformance: <name>`), which the test harness shows on failure.
+//!
+//! Conventions the adapters can rely on: expiry instants (`expires_at`, `now`) are whole
+//! seconds, so a store that keeps TTLs as epoch seconds passes; other timestamps have
+//! microsecond precision (the API's), and must round-trip exactly at that precision. Times
+//! are relative to the real clock, so a store that also drops expired items by wall-clock
+//! time (DynamoDB TTL) agrees with the checks.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::json;
+use tokio::task::JoinSet;
+
+use crate::domain::{
+    Batch, CacheEntry, CacheInfo, ErrorDetails, Job, JobProgress, JobStatus, JobType, LogEntry,
+    LogLevel,
+};
+use crate::ports::{
+    CacheCounter, CacheCounters, Delivery, JobFilter, JobQueue, JobStore, ResultStore, StoreError,
+    Write,
+};
+
+/// One fresh set of adapters, as a deployment wires them.
+#[derive(Clone)]
+pub struct Adapters {
+    pub jobs: Arc<dyn JobStore>,
+    pub queue: Arc<dyn JobQueue>,
+    pub results: Arc<dyn ResultStore>,
+}
+
+/// How strictly the queue checks judge timing and ordering.
+#[derive(Debug, Clone)]
+pub struct SuiteConfig {
+    /// The unit of every queue duration (visibility, delay, release). 200 ms keeps the
+    /// suite fast; a queue with coarser timers (SQS counts whole seconds) needs 1 s.
+    pub tick: Duration,
+    /// Exact priority/FIFO order, and a stale receipt (from an earlier delivery) never acks
+    /// the current one. The port promises both only as best effort, so a cloud queue may
+    /// turn this off; then only "the highest priority comes first" and "every message is
+    /// delivered" are checked, and stale acks must merely not fail.
+    pub strict_queue: bool,
+}
+
+impl Default for SuiteConfig {
+    fn default() -> Self {
+        SuiteConfig {
+            tick: Duration::from_millis(200),
+            strict_queue: true,
+        }
+    }
+}
+
+/// Every check of the three ports with the default configuration; `make` builds a fresh,
+/// empty set of adapters (it is called once per check).
+pub async fn run_all<F, Fut>(make: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Adapters>,
+{
+    run_all_with(&SuiteConfig::default(), make).await
+}
+
+/// [`run_all`] with an explicit configuration.
+pub async fn run_all_with<F, Fut>(config: &SuiteConfig, mut make: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Adapters>,
+{
+    job_store_suite(|| {
+        let adapters = make();
+        async move { adapters.await.jobs }
+    })
+    .await;
+    queue_suite(config, || {
+        let adapters = make();
+        async move { adapters.await.queue }
+    })
+    .await;
+    result_store_suite(|| {
+        let adapters = make();
+        async move { adapters.await.results }
+    })
+    .await;
+}
+
+/// Checks of `JobStore`; `make` builds a fresh, empty store.
+pub async fn job_store_suite<F, Fut>(mut make: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Arc<dyn JobStore>>,
+{
+    announce("job_round_trip");
+    job_round_trip(make().await).await;
+    announce("duplicate_insert_fails");
+    duplicate_insert_fails(make().await).await;
+    announce("expired_jobs_are_invisible");
+    expired_jobs_are_invisible(make().await).await;
+    announce("conditional_update");
+    conditional_update(make().await).await;
+    announce("concurrent_updates_one_wins");
+    concurrent_updates_one_wins(make().await).await;
+    announce("delete_job_with_logs");
+    delete_job_with_logs(make().await).await;
+    announce("list_jobs_filters_order_paging");
+    list_jobs_filters_order_paging(make().await).await;
+    announce("jobs_by_status");
+    jobs_by_status(make().await).await;
+    announce("logs_order_filter_paging");
+    logs_order_filter_paging(make().await).await;
+    announce("logs_trimmed_to_newest");
+    logs_trimmed_to_newest(make().await).await;
+    announce("batch_round_trip");
+    batch_round_trip(make().await).await;
+    announce("conditional_batch_update");
+    conditional_batch_update(make().await).await;
+    announce("cache_entries");
+    cache_entries(make().await).await;
+    announce("counters_are_atomic");
+    counters_are_atomic(make().await).await;
+    announce("ping");
+    make()
+        .await
+        .ping()
+        .await
+        .expect("ping: the store must answer");
+}
+
+/// Checks of `JobQueue`; `make` builds a fresh, empty queue. Takes about 10 ticks.
+pub async fn queue_suite<F, Fut>(config: &SuiteConfig, mut make: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Arc<dyn JobQueue>>,
+{
+    announce("queue_send_receive_ack");
+    queue_send_receive_ack(make().await).await;
+    announce("queue_visibility_timeout");
+    queue_visibility_timeout(config, make().await).await;
+    announce("queue_release");
+    queue_release(config, make().await).await;
+    announce("queue_priority_order");
+    queue_priority_order(config, make().await).await;
+    announce("queue_delayed_send");
+    queue_delayed_send(config, make().await).await;
+}
+
+/// Checks of `ResultStore`; `make` builds a fresh, empty store.
+pub async fn result_store_suite<F, Fut>(mut make: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Arc<dyn ResultStore>>,
+{
+    announce("results_put_get_delete");
+    results_put_get_delete(make().await).await;
+    announce("results_concurrent_puts");
+    results_concurrent_puts(make().await).await;
+}
+
+/// A plausible pending job created at `created_at`, live for a day; every optional field
+/// that a fresh job has is set as the API sets it. Tests change what they need.
+pub fn sample_job(job_id: &str, created_at: DateTime<Utc>) -> Job {
+    Job {
+        job_id: job_id.to_string(),
+        job_type: JobType::Calibration,
+        status: JobStatus::Pending,
+        created_at,
+        started_at: None,
+        completed_at: None,
+        timeout_at: created_at + TimeDelta::minutes(30),
+        priority: 5,
+        retry_count: 0,
+        max_retries: 3,
+        batch_id: None,
+        request: json!({
+            "age_group": "neonate",
+            "country": "Mozambique",
+            "counts": {"insilicova": [10, 20, 30, 5, 1]},
+            "mmat_type": "prior",
+            "ensemble": true
+        }),
+        age_group: Some("neonate".to_string()),
+        country: Some("Mozambique".to_string()),
+        use_cache: false,
+        cache_key: "ab".repeat(32),
+        progress: JobProgress::new(0, "Queued"),
+        error: None,
+        result_key: None,
+        completed_result_at: None,
+        cache_info: None,
+        lease_until: None,
+        attempts: 0,
+        queued: true,
+        expires_at: whole_seconds(created_at) + TimeDelta::days(1),
+        version: 1,
+    }
+}
+
+fn announce(check: &str) {
+    eprintln!("conformance: {check}");
+}
+
+/// The current time, truncated to whole seconds (see the module doc).
+fn base_now() -> DateTime<Utc> {
+    whole_seconds(Utc::now())
+}
+
+fn whole_seconds(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.timestamp(), 0).expect("a representable time")
+}
+
+fn ids(jobs: &[Job]) -> Vec<&str> {
+    jobs.iter().map(|j| j.job_id.as_str()).collect()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+/// A job with every field set to something other than its default.
+fn full_job(job_id: &str, now: DateTime<Utc>) -> Job {
+    let created = now - TimeDelta::minutes(3) + TimeDelta::microseconds(123_456);
+    Job {
+        job_id: job_id.to_string(),
+        job_type: JobType::BatchCalibration,
+        status: JobStatus::Running,
+        created_at: created,
+        started_at: Some(created + TimeDelta::microseconds(1_500_001)),
+        completed_at: Some(created + TimeDelta::microseconds(90_000_007)),
+        timeout_at: created + TimeDelta::minutes(45),
+        priority: 9,
+        retry_count: 2,
+        max_retries: 4,
+        batch_id: Some("batch_0123456789ab".to_string()),
+        request: json!({
+            "age_group": "child",
+            "country": "Côte d'Ivoire",
+            "counts": {"eava": [1, 2, 3], "insilicova": [0, 0, 7]},
+            "settings": {"seed": 42, "thin": 0.1, "nested": [null, true, "x"]}
+        }),
+        age_group: Some("child".to_string()),
+        country: Some("Côte d'Ivoire".to_string()),
+        use_cache: true,
+        cache_key: "0f".repeat(32),
+        progress: JobProgress::new(3, "Running R calibration"),
+        error: Some(ErrorDetails {
+            error_type: "EngineError".to_string(),
+            error_message: "something \"quoted\"\nand a new line".to_string(),
+            traceback: Some("at step 3".to_string()),
+        }),
+        result_key: Some("0f".repeat(32)),
+        completed_result_at: Some(created + TimeDelta::microseconds(90_000_008)),
+        cache_info: Some(CacheInfo {
+            cached_at: created - TimeDelta::microseconds(1),
+            source_job_id: "job_fedcba987654".to_string(),
+        }),
+        lease_until: Some(created + TimeDelta::minutes(10)),
+        attempts: 3,
+        queued: false,
+        expires_at: now + TimeDelta::days(1),
+        version: 7,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// JobStore
+
+async fn job_round_trip(s: Arc<dyn JobStore>) {
+    let now = base_now();
+    let full = full_job("job_full00000001", now);
+    let mut bare = sample_job("job_bare00000001", now - TimeDelta::seconds(1));
+    bare.age_group = None;
+    bare.country = None;
+    s.insert_job(&full).await.expect("insert_job(full)");
+    s.insert_job(&bare).await.expect("insert_job(bare)");
+    let got = s.get_job(&full.job_id, now).await.expect("get_job(full)");
+    assert_eq!(
+        got.as_ref(),
+        Some(&full),
+        "job_round_trip: every field must come back as inserted"
+    );
+    let got = s.get_job(&bare.job_id, now).await.expect("get_job(bare)");
+    assert_eq!(
+        got.as_ref(),
+        Some(&bare),
+        "job_round_trip: a job with empty optional fields must come back as inserted"
+    );
+    assert_eq!(
+        s.get_job("job_nonexistent0", now).await.expect("get_job"),
+        None,
+        "job_round_trip: an unknown job is None"
+    );
+}
+
+async fn duplicate_insert_fails(s: Arc<dyn JobStore>) {
+    let now = base_now();
+    let job = sample_job("job_dup000000001", now);
+    s.insert_job(&job).await.expect("insert_job");
+    let mut other = job.clone();
+    other.priority = 1;
+    other.status = JobStatus::Failed;
+    match s.insert_job(&other).await {
+        Err(StoreError::Other(_)) => {}
+        res => panic!(
+            "duplicate_insert_fails: a second insert of one ID must be Err(Other), got {res:?}"
+        ),
+    }
+    assert_eq!(
+        s.get_job(&job.job_id, now).await.expect("get_job"),
+        Some(job),
+        "duplicate_insert_fails: the failed insert must not change the stored job"
+    );
+}
+
+async fn expired_jobs_are_invisible(s: Arc<dyn JobStore>) {
+    let now = base_now();
+    let mut job = sample_job("job_exp000000001", now - TimeDelta::minutes(5));
+    job.expires_at = now;
+    s.insert_job(&job).await.expect("insert_job");
+    let before = now - TimeDelta::microseconds(1);
+    assert_eq!(
+        s.get_job(&job.job_id, before).await.expect("get_job"),
+        Some(job.clone()),
+        "expired_jobs_are_invisible: live while now < expires_at"
+    );
+    for at in [now, now + TimeDelta::hours(1)] {
+        assert_eq!(
+            s.get_job(&job.job_id, at).await.expect("get_job"),
+            None,
+            "expired_jobs_are_invisible: get_job must not return a job with expires_at <= now ({at})"
+        );
+        let (jobs, total) = s
+            .list_jobs(&JobFilter::default(), 0, 100, at)
+            .await
+            .expect("list_jobs");
+        assert!(
+            jobs.is_empty() && total == 0,
+            "expired_jobs_are_invisible: list_jobs must skip expired jobs, got {:?} (total {total})",
+            ids(&jobs)
+        );
+        let by_status = s
+            .jobs_by_status(&[JobStatus::Pending], None, at)
+            .await
+            .expect("jobs_by_status");
+        assert!(
+            by_status.is_empty(),
+            "expired_jobs_are_invisible: jobs_by_status must skip expired jobs, got {:?}",
+            ids(&by_status)
+        );
+    }
+}
+
+async fn conditional_update(s: Arc<dyn JobStore>) {
+    let now = base_now();
+    let job = sample_job("job_upd000000001", now - TimeDelta::minutes(1));
+    s.insert_job(&job).await.expect("insert_job");
+
+    let mut next = job.clone();
+    next.version = job.version + 1;
+    next.status = JobStatus::Running;
+    next.started_at = Some(now);
+    next.lease_until = Some(now + TimeDelta::minutes(5));
+    next.attempts = 1;
+    next.progress = JobProgress::new(1, "Initializing");
+    assert_eq!(
+        s.update_job(&next).await.expect("update_job"),
+        Write::Done,
+        "conditional_update: an update from the stored version must be Done"
+    );
+    assert_eq!(
+        s.get_job(&job.job_id, now).await.expect("get_job"),
+        Some(next.clone()),
+        "conditional_update: the update must be visible"
+    );
+    // The indexed copy of the status must follow the record.
+    let running = JobFilter {
+        status: Some(JobStatus::Running),
+        ..JobFilter::default()
+    };
+    let pending = JobFilter {
+        status: Some(JobStatus::Pending),
+        ..JobFilter::default()
+    };
+    let (jobs, _) = s.list_jobs(&running, 0, 10, now).await.expect("list_jobs");
+    assert_eq!(
+        ids(&jobs),
+        vec![job.job_id.as_str()],
+        "conditional_update: list by the new status must find the job"
+    );
+    let (jobs, total) = s.list_jobs(&pending, 0, 10, now).await.expect("list_jobs");
+    assert!(
+        jobs.is_empty() && total == 0,
+        "conditional_update: list by the old status must not find the job"
+    );
+
+    // Stale: the same version again (stored is now 2, this expects 1).
+    let mut stale = next.clone();
+    stale.status = JobStatus::Cancelled;
+    assert_eq!(
+        s.update_job(&stale).await.expect("update_job"),
+        Write::Lost,
+        "conditional_update: an update from a stale version must be Lost"
+    );
+    // Ahead: skipping a version is as wrong as going back.
+    let mut ahead = next.clone();
+    ahead.version = next.version + 5;
+    ahead.status = JobStatus::Failed;
+    assert_eq!(
+        s.update_job(&ahead).await.expect("update_job"),
+        Write::Lost,
+        "conditional_update: an update that skips versions must be Lost"
+    );
+    let mut zero = next.clone();
+    zero.version = 0;
+    assert_eq!(
+        s.update_job(&zero).await.expect("update_job"),
+        Write::Lost,
+        "conditional_update: version 0 has no predecessor and must be Lost"
+    );
+    assert_eq!(
+        s.get_job(&job.job_id, now).await.expect("get_job"),
+        Some(next.clone()),
+        "conditional_update: lost updates must leave the job unchanged"
+    );
+    let mut unknown = sample_job("job_unknown00001", now);
+    unknown.version = 2;
+    assert_eq!(
+        s.update_job(&unknown).await.expect("update_job"),
+        Write::Lost,
+        "conditional_update: updating a job that does not exist must be Lost"
+    );
+    assert_eq!(
+        s.get_job(&unknown.job_id, now).await.expect("get_job"),
+        None,
+        "conditional_update: a lost update must not create the job"
+    );
+}
+
+async fn concurrent_updates_one_wins(s: Arc<dyn JobStore>) {
+    let now = base_now();
+    let job = sample_job("job_race00000001", now - TimeDelta::minutes(1));
+    s.insert_job(&job).await.expect("insert_job");
+
+    let mut a = job.clone();
+    a.version += 1;
+    a.status = JobStatus::Running;
+    let mut b = job.clone();
+    b.version += 1;
+    b.status = JobStatus::Cancelled;
+    let (ra, rb) = tokio::join!(s.update_job(&a), s.update_job(&b));
+    let (ra, rb) = (ra.expect("update_job(a)"), rb.expect("update_job(b)"));
+    assert!(
+        (ra == Write::Done) != (rb == Write::Done),
+        "concurrent_updates_one_wins: exactly one of two updates from one version must win, got {ra:?} and {rb:?}"
+    );
+    let winner = if ra == Write::Done { &a } else { &b };
+    assert_eq!(
+        s.get_job(&job.job_id, now).await.expect("get_job").as_ref(),
+        Some(winner),
+        "concurrent_updates_one_wins: the stored job must be the winner's"
+    );
+
+    // Many racers on separate tasks (so a multi-threaded runtime runs them in parallel).
+    let base = winner.clone();
+    let mut set = JoinSet::new();
+    for i in 0..8u32 {
+        let s = s.clone();
+        let mut racer = base.clone();
+        racer.version += 1;
+        racer.attempts = 100 + i;
+        set.spawn(async move { (s.update_job(&racer).await, racer) });
+    }
+    let mut winners = Vec::new();
+    while let Some(joined) = set.join_next().await {
+        let (res, racer) = joined.expect("update task panicked");
+        if res.expect("update_job") == Write::Done {
+            winners.push(racer);
+        }
+    }
+    assert_eq!(
+        winners.len(),
+        1,
+        "concurrent_updates_one_wins: exactly one of 8 racers must win, {} did",
+        winners.len()
+    );
+    assert_eq!(
+        s.get_job(&job.job_id, now).await.expect("get_job").as_ref(),
+        winners.first(),
+        "concurrent_updates_one_wins: the stored job must be the racer that won"
+    );
+}
+
+async fn delete_job_with_logs(s: Arc<dyn JobStore>) {
+    let now = base_now();
+    let job = sample_job("job_del000000001", now - TimeDelta::minutes(1));
+    let keep = sample_job("job_keep00000001", now - TimeDelta::minutes(2));
+    s.insert_job(&job).await.expect("insert_job");
+    s.insert_job(&keep).await.expect("insert_job");
+    for i in 0..3 {
+        let at = now - TimeDelta::seconds(30) + TimeDelta::seconds(i);
+        s.append_log(
+            &job.job_id,
+            &LogEntry::new(at, LogLevel::Info, "api", format!("m{i}")),
+            100,
+        )
+        .await
+        .expect("append_log");
+        s.append_log(
+            &keep.job_id,
+            &LogEntry::new(at, LogLevel::Info, "api", format!("k{i}")),
+            100,
+        )
+        .await
+        .expect("append_log");
+    }
+    let gone = s.delete_job(&job.job_id).await.expect("delete_job");
+    assert!(
+        gone >= 1,
+        "delete_job_with_logs: deleting an existing job must report at least 1 item, got {gone}"
+    );
+    assert_eq!(
+        s.get_job(&job.job_id, now).await.expect("get_job"),
+        None,
+        "delete_job_with_logs: a deleted job must be gone"
+    );
+    let logs = s.logs(&job.job_id, None, 0, 100).await.expect("logs");
+    assert!(
+        logs.is_empty(),
+        "delete_job_with_logs: the job's logs must go with it, {} remain",
+        logs.len()
+    );
+    let (jobs, total) = s
+        .list_jobs(&JobFilter::default(), 0, 100, now)
+        .await
+        .expect("list_jobs");
+    assert_eq!(
+        (ids(&jobs), total),
+        (vec![keep.job_id.as_str()], 1),
+        "delete_job_with_logs: a deleted job must not be listed"
+    );
+    assert_eq!(
+        s.logs(&keep.job_id, None, 0, 100)
+            .await
+            .expect("logs")
+            .len(),
+        3,
+        "delete_job_with_logs: other jobs' logs must stay"
+    );
+    let mut next = job.clone();
+    next.version += 1;
+    assert_eq!(
+        s.update_job(&next).await.expect("update_job"),
+        Write::Lost,
+        "delete_job_with_logs: updating a deleted job must be Lost"
+    );
+    assert_eq!(
+        s.get_job(&job.job_id, now).await.expect("get_job"),
+        None,
+        "delete_job_with_logs: a lost update must not resurrect a deleted job"
+    );
+    assert_eq!(
+        s.delete_job(&job.job_id).await.expect("delete_job"),
+        0,
+        "delete_job_with_logs: deleting again must report 0"
+    );
+    assert_eq!(
+        s.delete_job("job_nonexistent0").await.expect("delete_job"),
+        0,
+        "delete_job_with_logs: deleting an unknown job must report 0"
+    );
+}
+
+/// The listing fixture: five live jobs (two created at the same instant) and two expired.
+fn listing_jobs(now: DateTime<Utc>) -> Vec<Job> {
+    let at = |minutes: i64| now - TimeDelta::minutes(minutes) + TimeDelta::microseconds(250_000);
+    let mut j01 = sample_job("job_list0000001", at(10));
+    j01.country = Some("Mozambique".into());
+    let mut j02 = sample_job("job_list0000002", at(9));
+    j02.status = JobStatus::Running;
+    j02.job_type = JobType::BatchCalibration;
+    j02.age_group = Some("child".into());
+    j02.country = Some("Kenya".into());
+    j02.batch_id = Some("batch_b1".into());
+    let mut j03 = sample_job("job_list0000003", at(9));
+    j03.status = JobStatus::Success;
+    j03.job_type = JobType::BatchCalibration;
+    j03.country = Some("mozambique".into());
+    j03.batch_id = Some("batch_b1".into());
+    let mut j04 = sample_job("job_list0000004", at(5));
+    j04.status = JobStatus::Failed;
+    j04.age_group = Some("child".into());
+    j04.country = None;
+    let mut j05 = sample_job("job_list0000005", at(1));
+    j05.country = Some("MOZAMBIQUE".into());
+    // Expired a second ago, and expiring exactly now: neither is live at `now`.
+    let mut j06 = sample_job("job_list0000006", at(8));
+    j06.expires_at = now - TimeDelta::seconds(1);
+    let mut j07 = sample_job("job_list0000007", at(7));
+    j07.expires_at = now;
+    vec![j01, j02, j03, j04, j05, j06, j07]
+}
+
+async fn list_jobs_filters_order_paging(s: Arc<dyn JobStore>) {
+    let now = base_now();
+    let fixture = listing_jobs(now);
+    for job in &fixture {
+        s.insert_job(job).await.expect("insert_job");
+    }
+    let tie = fixture[1].created_at;
+    let cases: Vec<(&str, JobFilter, Vec<&str>)> = vec![
+        (
+            "no filter: newest first, ties by job_id (descending, as one key)",
+            JobFilter::default(),
+            vec![
+                "job_list0000005",
+                "job_list0000004",
+                "job_list0000003",
+                "job_list0000002",
+                "job_list0000001",
+            ],
+        ),
+        (
+            "status",
+            JobFilter {
+                status: Some(JobStatus::Pending),
+                ..Default::default()
+            },
+            vec!["job_list0000005", "job_list0000001"],
+        ),
+        (
+            "job_type",
+            JobFilter {
+                job_type: Some("batch_calibration".into()),
+                ..Default::default()
+            },
+            vec!["job_list0000003", "job_list0000002"],
+        ),
+        (
+            "unknown job_type",
+            JobFilter {
+                job_type: Some("nonsense".into()),
+                ..Default::default()
+            },
+            vec![],
+        ),
+        (
+            "age_group",
+            JobFilter {
+                age_group: Some("child".into()),
+                ..Default::default()
+            },
+            vec!["job_list0000004", "job_list0000002"],
+        ),
+        (
+            "country, case-insensitive",
+            JobFilter {
+                country: Some("mOzAmBiQuE".into()),
+                ..Default::default()
+            },
+            vec!["job_list0000005", "job_list0000003", "job_list0000001"],
+        ),
+        (
+            "created_after, inclusive",
+            JobFilter {
+                created_after: Some(tie),
+                ..Default::default()
+            },
+            vec![
+                "job_list0000005",
+                "job_list0000004",
+                "job_list0000003",
+                "job_list0000002",
+            ],
+        ),
+        (
+            "created_before, inclusive",
+            JobFilter {
+                created_before: Some(tie),
+                ..Default::default()
+            },
+            vec!["job_list0000003", "job_list0000002", "job_list0000001"],
+        ),
+        (
+            "created_after = created_before",
+            JobFilter {
+                created_after: Some(tie),
+                created_before: Some(tie),
+                ..Default::default()
+            },
+            vec!["job_list0000003", "job_list0000002"],
+        ),
+        (
+            "created_after > created_before",
+            JobFilter {
+                created_after: Some(tie + TimeDelta::microseconds(1)),
+                created_before: Some(tie),
+                ..Default::default()
+            },
+            vec![],
+        ),
+        (
+            "batch_id",
+            JobFilter {
+                batch_id: Some("batch_b1".into()),
+                ..Default::default()
+            },
+            vec!["job_list0000003", "job_list0000002"],
+        ),
+        (
+            "filters combine with AND",
+            JobFilter {
+                status: Some(JobStatus::Pending),
+                age_group: Some("neonate".into()),
+                country: Some("mozambique".into()),
+                ..Default::default()
+            },
+            vec!["job_list0000005", "job_list0000001"],
+        ),
+    ];
+    for (name, filter, want) in cases {
+        let (jobs, total) = s.list_jobs(&filter, 0, 100, now).await.expect("list_jobs");
+        assert_eq!(
+            ids(&jobs),
+            want,
+            "list_jobs_filters_order_paging: {name}: wrong jobs or order"
+        );
+        assert_eq!(
+            total,
+            want.len() as u64,
+            "list_jobs_filters_order_paging: {name}: wrong total"
+        );
+    }
+    let listed = s
+        .list_jobs(&JobFilter::default(), 0, 1, now)
+        .await
+        .expect("list_jobs")
+        .0;
+    assert_eq!(
+        listed.first(),
+        Some(&fixture[4]),
+        "list_jobs_filters_order_paging: listed jobs must be whole records"
+    );
+
+    let all = JobFilter::default();
+    let pages: Vec<(u64, u64, Vec<&str>)> = vec![
+        (0, 2, vec!["job_list0000005", "job_list0000004"]),
+        (2, 2, vec!["job_list0000003", "job_list0000002"]),
+        (4, 2, vec!["job_list0000001"]),
+        (5, 2, vec![]),
+        (40, 20, vec![]),
+        (1, 0, vec![]),
+    ];
+    for (offset, limit, want) in pages {
+        let (jobs, total) = s
+            .list_jobs(&all, offset, limit, now)
+            .await
+            .expect("list_jobs");
+        assert_eq!(
+            (ids(&jobs), total),
+            (want, 5),
+            "list_jobs_filters_order_paging: page offset={offset} limit={limit}"
+        );
+    }
+    // Filtered paging: the total counts all pages of the filter.
+    let country = JobFilter {
+        country: Some("Mozambique".into()),
+        ..Default::default()
+    };
+    let (jobs, total) = s.list_jobs(&country, 1, 1, now).await.expect("list_jobs");
+    assert_eq!(
+        (ids(&jobs), total),
+        (vec!["job_list0000003"], 3),
+        "list_jobs_filters_order_paging: filtered page"
+    );
+    // An hour earlier the expired two were live: expiry is judged against `now`.
+    let (_, total) = s
+        .list_jobs(&all, 0, 100, now - TimeDelta::hours(1))
+        .await
+        .expect("list_jobs");
+    assert_eq!(
+        total, 7,
+        "list_jobs_filters_order_paging: expiry must be judged against the `now` passed in"
+    );
+}
+
+async fn jobs_by_status(s: Arc<dyn JobStore>) {
+    let now = base_now();
+    let fixture = listing_jobs(now);
+    for job in &fixture {
+        s.insert_job(job).await.expect("insert_job");
+    }
+    let tie = fixture[1].created_at;
+    // (name, statuses, since, expected job IDs sorted)
+    type Case<'a> = (&'a str, Vec<JobStatus>, Option<DateTime<Utc>>, Vec<&'a str>);
+    let cases: Vec<Case> = vec![
+        (
+            "pending or running, any age (expired excluded)",
+            vec![JobStatus::Pending, JobStatus::Running],
+            None,
+            vec!["job_list0000001", "job_list0000002", "job_list0000005"],
+        ),
+        (
+            "since is inclusive",
+            vec![JobStatus::Pending, JobStatus::Running],
+            Some(tie),
+            vec!["job_list0000002", "job_list0000005"],
+        ),
+        (
+            "terminal statuses",
+            vec![JobStatus::Success, JobStatus::Failed, JobStatus::Timeout],
+            None,
+            vec!["job_list0000003", "job_list0000004"],
+        ),
+        ("no statuses", vec![], None, vec![]),
+    ];
+    for (name, statuses, since, want) in cases {
+        let jobs = s
+            .jobs_by_status(&statuses, since, now)
+            .await
+            .expect("jobs_by_status");
+        let got = sorted(jobs.iter().map(|j| j.job_id.clone()).collect());
+        assert_eq!(got, want, "jobs_by_status: {name}");
+    }
+}
+
+async fn logs_order_filter_paging(s: Arc<dyn JobStore>) {
+    let now = base_now();
+    let job = "job_logs00000001";
+    let levels = [
+        LogLevel::Info,
+        LogLevel::Error,
+        LogLevel::Info,
+        LogLevel::Warning,
+        LogLevel::Error,
+        LogLevel::Info,
+    ];
+    let mut written = Vec::new();
+    for (i, level) in levels.into_iter().enumerate() {
+        let at = now - TimeDelta::seconds(60) + TimeDelta::microseconds(i as i64 * 1_000_001);
+        let mut entry = LogEntry::new(at, level, "worker", format!("entry {i}"));
+        if i % 2 == 0 {
+            entry.component = None;
+            entry.data = Some(json!({"step": i, "note": "ünïcode"}));
+        }
+        s.append_log(job, &entry, 1000).await.expect("append_log");
+        written.push(entry);
+    }
+    s.append_log(
+        "job_other0000001",
+        &LogEntry::new(now, LogLevel::Error, "api", "other job"),
+        1000,
+    )
+    .await
+    .expect("append_log");
+
+    let newest_first: Vec<LogEntry> = written.iter().rev().cloned().collect();
+    assert_eq!(
+        s.logs(job, None, 0, 100).await.expect("logs"),
+        newest_first,
+        "logs_order_filter_paging: all entries of the job, newest first, as written"
+    );
+    assert_eq!(
+        s.logs(job, None, 1, 2).await.expect("logs"),
+        newest_first[1..3].to_vec(),
+        "logs_order_filter_paging: offset/limit page newest first"
+    );
+    let errors: Vec<LogEntry> = newest_first
+        .iter()
+        .filter(|e| e.level == LogLevel::Error)
+        .cloned()
+        .collect();
+    assert_eq!(
+        s.logs(job, Some(LogLevel::Error), 0, 100)
+            .await
+            .expect("logs"),
+        errors,
+        "logs_order_filter_paging: exact level match"
+    );
+    assert_eq!(
+        s.logs(job, Some(LogLevel::Error), 1, 1)
+            .await
+            .expect("logs"),
+        errors[1..2].to_vec(),
+        "logs_order_filter_paging: the level filter applies before paging"
+    );
+    assert!(
+        s.logs(job, Some(LogLevel::Critical), 0, 100)
+            .await
+            .expect("logs")
+            .is_empty(),
+        "logs_order_filter_paging: no entry of that level"
+    );
+    assert!(
+        s.logs(job, None, 6, 10).await.expect("logs").is_empty(),
+        "logs_order_filter_paging: a page past the end is empty"
+    );
+    assert!(
+        s.logs("job_nologs000001", None, 0, 10)
+            .await
+            .expect("logs")
+            .is_empty(),
+        "logs_order_filter_paging: a job without logs has none"
+    );
+}
+
+async fn logs_trimmed_to_newest(s: Arc<dyn JobStore>) {
+    let now = base_now();
+    let job = "job_trim00000001";
+    let mut written = Vec::new();
+    for i in 0..7 {
+        let at = now - TimeDelta::seconds(60) + TimeDelta::seconds(i);
+        let entry = LogEntry::new(at, LogLevel::Info, "engine", format!("line {i}"));
+        s.append_log(job, &entry, 3).await.expect("append_log");
+        written.push(entry);
+    }
+    let want: Vec<LogEntry> = written.iter().rev().take(3).cloned().collect();
+    assert_eq!(
+        s.logs(job, None, 0, 100).await.expect("logs"),
+        want,
+        "logs_trimmed_to_newest: at most max_entries, the newest kept"
+    );
+}
+
+async fn batch_round_trip(s: Arc<dyn JobStore>) {
+    let now = base_now();
+    let batch = Batch {
+        batch_id: "batch_0123456789ab".to_string(),
+        batch_name: Some("Multi-country comparison".to_string()),
+        job_ids: vec!["job_b00000000001".into(), "job_b00000000002".into()],
+        created_at: now - TimeDelta::microseconds(1_234_567),
+        parallel_limit: 3,
+        fail_fast: true,
+        running: vec!["job_b00000000002".into()],
+        expires_at: now + TimeDelta::days(1),
+        version: 1,
+    };
+    let bare = Batch {
+        batch_id: "batch_bare0000001".to_string(),
+        batch_name: None,
+        job_ids: vec!["job_b00000000003".into()],
+        parallel_limit: 1,
+        fail_fast: false,
+        running: vec![],
+        expires_at: now,
+        ..batch.clone()
+    };
+    s.insert_batch(&batch).await.expect("insert_batch");
+    s.insert_batch(&bare).await.expect("insert_batch");
+    assert_eq!(
+        s.get_batch(&batch.batch_id, now).await.expect("get_batch"),
+        Some(batch.clone()),
+        "batch_round_trip: every field must come back"
+    );
+    assert_eq!(
+        s.get_batch(&bare.batch_id, now - TimeDelta::seconds(1))
+            .await
+            .expect("get_batch"),
+        Some(bare.clone()),
+        "batch_round_trip: a live batch with empty optional fields must come back"
+    );
+    assert_eq!(
+        s.get_batch(&bare.batch_id, now).await.expect("get_batch"),
+        None,
+        "batch_round_trip: a batch with expires_at <= now must not be returned"
+    );
+    assert_eq!(
+        s.get_batch("batch_unknown0001", now)
+            .await
+            .expect("get_batch"),
+        None,
+        "batch_round_trip: an unknown batch is None"
+    );
+    let mut dup = batch.clone();
+    dup.parallel_limit = 9;
+    assert!(
+        s.insert_batch(&dup).await.is_err(),
+        "batch_round_trip: a second insert of one batch ID must fail"
+    );
+    assert_eq!(
+        s.get_batch(&batch.batch_id, now).await.expect("get_batch"),
+        Some(batch),
+        "batch_round_trip: the failed insert must not change the stored batch"
+    );
+}
+
+async fn conditional_batch_update(s: Arc<dyn JobStore>) {
+    let now = base_now();
+    let batch = Batch {
+        batch_id: "batch_upd00000001".to_string(),
+        batch_name: None,
+        job_ids: (1..=4).map(|i| format!("job_bu000000000{i}")).collect(),
+        created_at: now - TimeDelta::seconds(10),
+        parallel_limit: 2,
+        fail_fast: false,
+        running: vec![],
+        expires_at: now + TimeDelta::days(1),
+        version: 1,
+    };
+    s.insert_batch(&batch).await.expect("insert_batch");
+    let mut next = batch.clone();
+    next.version = 2;
+    next.running = vec!["job_bu0000000001".into()];
+    assert_eq!(
+        s.update_batch(&next).await.expect("update_batch"),
+        Write::Done,
+        "conditional_batch_update: an update from the stored version must be Done"
+    );
+    assert_eq!(
+        s.get_batch(&batch.batch_id, now).await.expect("get_batch"),
+        Some(next.clone()),
+        "conditional_batch_update: the update must be visible"
+    );
+    let mut stale = next.clone();
+    stale.running = vec!["job_bu0000000003".into()];
+    assert_eq!(
+        s.update_batch(&stale).await.expect("update_batch"),
+        Write::Lost,
+        "conditional_batch_update: an update from a stale version must be Lost"
+    );
+    let mut zero = next.clone();
+    zero.version = 0;
+    assert_eq!(
+        s.update_batch(&zero).await.expect("update_batch"),
+        Write::Lost,
+        "conditional_batch_update: version 0 has no predecessor and must be Lost"
+    );
+    let mut unknown = next.clone();
+    unknown.batch_id = "batch_unknown0001".into();
+    assert_eq!(
+        s.update_batch(&unknown).await.expect("update_batch"),
+        Write::Lost,
+        "conditional_batch_update: updating a batch that does not exist must be Lost"
+    );
+    assert_eq!(
+        s.get_batch(&unknown.batch_id, now)
+            .await
+            .expect("get_batch"),
+        None,
+        "conditional_batch_update: a lost update must not create the batch"
+    );
+
+    // Racing for the second slot: exactly one member gets it.
+    let mut set = JoinSet::new();
+    for member in ["job_bu0000000002", "job_bu0000000003", "job_bu0000000004"] {
+        let s = s.clone();
+        let mut racer = next.clone();
+        racer.version += 1;
+        racer.running.push(member.to_string());
+        set.spawn(async move { (s.update_batch(&racer).await, racer) });
+    }
+    let mut winners = Vec::new();
+    while let Some(joined) = set.join_next().await {
+        let (res, racer) = joined.expect("update task panicked");
+        if res.expect("update_batch") == Write::Done {
+            winners.push(racer);
+        }
+    }
+    assert_eq!(
+        winners.len(),
+        1,
+        "conditional_batch_update: exactly one of 3 racers must win, {} did",
+        winners.len()
+    );
+    assert_eq!(
+        s.get_batch(&batch.batch_id, now)
+            .await
+            .expect("get_batch")
+            .as_ref(),
+        winners.first(),
+        "conditional_batch_update: the stored batch must be the winner's"
+    );
+}
+
+fn cache_entry(key: &str, source: &str, cached_at: DateTime<Utc>, ttl: TimeDelta) -> CacheEntry {
+    CacheEntry {
+        cache_key: key.to_string(),
+        result_key: key.to_string(),
+        size_bytes: 12_345,
+        cached_at,
+        source_job_id: source.to_string(),
+        age_group: Some("neonate".to_string()),
+        country: Some("Kenya".to_string()),
+        expires_at: cached_at + ttl,
+    }
+}
+
+async fn cache_entries(s: Arc<dyn JobStore>) {
+    let now = base_now();
+    let hour = TimeDelta::hours(1);
+    let k1 = "11".repeat(32);
+    let k2 = "22".repeat(32);
+    let e1 = cache_entry(&k1, "job_first0000001", now, hour);
+    assert_eq!(
+        s.put_cache_entry(&e1).await.expect("put_cache_entry"),
+        Write::Done,
+        "cache_entries: a new key must be stored"
+    );
+    assert_eq!(
+        s.get_cache_entry(&k1, now).await.expect("get_cache_entry"),
+        Some(e1.clone()),
+        "cache_entries: get must return the entry as stored"
+    );
+    let rival = cache_entry(&k1, "job_second000001", now, hour);
+    assert_eq!(
+        s.put_cache_entry(&rival).await.expect("put_cache_entry"),
+        Write::Lost,
+        "cache_entries: a second put of a live key must be Lost"
+    );
+    assert_eq!(
+        s.get_cache_entry(&k1, now).await.expect("get_cache_entry"),
+        Some(e1.clone()),
+        "cache_entries: the first entry of a live key must stay"
+    );
+
+    // An entry that expired an hour ago may be replaced.
+    let mut old = cache_entry(&k2, "job_old000000001", now - hour * 2, hour);
+    old.age_group = None;
+    old.country = None;
+    assert_eq!(
+        s.put_cache_entry(&old).await.expect("put_cache_entry"),
+        Write::Done,
+        "cache_entries: a new key must be stored (even one already expired)"
+    );
+    assert_eq!(
+        s.get_cache_entry(&k2, now).await.expect("get_cache_entry"),
+        None,
+        "cache_entries: get must not return an expired entry"
+    );
+    let fresh = cache_entry(&k2, "job_fresh0000001", now, hour);
+    assert_eq!(
+        s.put_cache_entry(&fresh).await.expect("put_cache_entry"),
+        Write::Done,
+        "cache_entries: a put over an expired entry must be Done"
+    );
+    assert_eq!(
+        s.get_cache_entry(&k2, now).await.expect("get_cache_entry"),
+        Some(fresh.clone()),
+        "cache_entries: the replacement must be visible"
+    );
+
+    let live = |mut v: Vec<CacheEntry>| {
+        v.sort_by(|a, b| a.cache_key.cmp(&b.cache_key));
+        v
+    };
+    assert_eq!(
+        live(s.cache_entries(now).await.expect("cache_entries")),
+        vec![e1.clone(), fresh.clone()],
+        "cache_entries: list all live entries"
+    );
+    assert_eq!(
+        s.get_cache_entry(&k1, e1.expires_at)
+            .await
+            .expect("get_cache_entry"),
+        None,
+        "cache_entries: an entry is expired at expires_at"
+    );
+    assert!(
+        s.cache_entries(now + hour * 2)
+            .await
+            .expect("cache_entries")
+            .is_empty(),
+        "cache_entries: the list must skip expired entries"
+    );
+
+    s.delete_cache_entry(&k1).await.expect("delete_cache_entry");
+    assert_eq!(
+        s.get_cache_entry(&k1, now).await.expect("get_cache_entry"),
+        None,
+        "cache_entries: a deleted entry must be gone"
+    );
+    assert_eq!(
+        live(s.cache_entries(now).await.expect("cache_entries")),
+        vec![fresh.clone()],
+        "cache_entries: a deleted entry must not be listed"
+    );
+    s.delete_cache_entry(&k1)
+        .await
+        .expect("cache_entries: deleting a missing entry must succeed");
+    assert_eq!(
+        s.put_cache_entry(&rival).await.expect("put_cache_entry"),
+        Write::Done,
+        "cache_entries: after a delete the key is free again"
+    );
+}
+
+async fn counters_are_atomic(s: Arc<dyn JobStore>) {
+    assert_eq!(
+        s.cache_counters().await.expect("cache_counters"),
+        CacheCounters::default(),
+        "counters_are_atomic: a fresh store counts nothing"
+    );
+    let mut set = JoinSet::new();
+    for i in 0..65 {
+        let s = s.clone();
+        let counter = if i < 40 {
+            CacheCounter::Hit
+        } else {
+            CacheCounter::Miss
+        };
+        set.spawn(async move { s.count_cache(counter).await });
+    }
+    while let Some(joined) = set.join_next().await {
+        joined.expect("count task panicked").expect("count_cache");
+    }
+    assert_eq!(
+        s.cache_counters().await.expect("cache_counters"),
+        CacheCounters {
+            hits: 40,
+            misses: 25
+        },
+        "counters_are_atomic: every concurrent increment must be counted"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// JobQueue
+
+const LONG: Duration = Duration::from_secs(30);
+
+async fn receive_ids(q: &Arc<dyn JobQueue>, max: u32) -> Vec<String> {
+    q.receive(max, LONG)
+        .await
+        .expect("receive")
+        .into_iter()
+        .map(|d| d.job_id)
+        .collect()
+}
+
+async fn receive_one(q: &Arc<dyn JobQueue>, visibility: Duration, what: &str) -> Delivery {
+    let mut got = q.receive(1, visibility).await.expect("receive");
+    assert_eq!(got.len(), 1, "{what}: expected one delivery, got {got:?}");
+    got.remove(0)
+}
+
+async fn queue_send_receive_ack(q: Arc<dyn JobQueue>) {
+    assert_eq!(
+        q.depth().await.expect("depth"),
+        0,
+        "queue_send_receive_ack: fresh queue is empty"
+    );
+    assert!(
+        q.receive(10, LONG).await.expect("receive").is_empty(),
+        "queue_send_receive_ack: receiving from an empty queue gives nothing"
+    );
+    q.send("job_q00000000001", 5, Duration::ZERO)
+        .await
+        .expect("send");
+    assert_eq!(
+        q.depth().await.expect("depth"),
+        1,
+        "queue_send_receive_ack: one waiting"
+    );
+    let d = receive_one(&q, LONG, "queue_send_receive_ack").await;
+    assert_eq!(
+        d.job_id, "job_q00000000001",
+        "queue_send_receive_ack: the job sent"
+    );
+    assert_eq!(
+        d.receive_count, 1,
+        "queue_send_receive_ack: first delivery counts 1"
+    );
+    assert_eq!(
+        q.depth().await.expect("depth"),
+        1,
+        "queue_send_receive_ack: an in-flight message still counts in depth"
+    );
+    assert!(
+        q.receive(10, LONG).await.expect("receive").is_empty(),
+        "queue_send_receive_ack: an in-flight message is not delivered again"
+    );
+    q.ack(&d.receipt).await.expect("ack");
+    assert_eq!(
+        q.depth().await.expect("depth"),
+        0,
+        "queue_send_receive_ack: acked is gone"
+    );
+    q.ack(&d.receipt)
+        .await
+        .expect("queue_send_receive_ack: a second ack of one receipt must succeed");
+    q.release(&d.receipt, Duration::ZERO)
+        .await
+        .expect("queue_send_receive_ack: releasing an acked message must succeed");
+    assert!(
+        q.receive(10, LONG).await.expect("receive").is_empty(),
+        "queue_send_receive_ack: an acked message is never delivered again"
+    );
+
+    // Every send is its own message, even for the same job (at-least-once).
+    q.send("job_q00000000002", 5, Duration::ZERO)
+        .await
+        .expect("send");
+    q.send("job_q00000000002", 5, Duration::ZERO)
+        .await
+        .expect("send");
+    assert_eq!(
+        q.depth().await.expect("depth"),
+        2,
+        "queue_send_receive_ack: two sends, two messages"
+    );
+    let got = q.receive(10, LONG).await.expect("receive");
+    assert_eq!(
+        got.len(),
+        2,
+        "queue_send_receive_ack: both sends delivered, got {got:?}"
+    );
+    assert_ne!(
+        got[0].receipt, got[1].receipt,
+        "queue_send_receive_ack: receipts are distinct"
+    );
+    for d in &got {
+        q.ack(&d.receipt).await.expect("ack");
+    }
+    assert_eq!(
+        q.depth().await.expect("depth"),
+        0,
+        "queue_send_receive_ack: all acked"
+    );
+}
+
+async fn queue_visibility_timeout(config: &SuiteConfig, q: Arc<dyn JobQueue>) {
+    let vis = config.tick * 2;
+    q.send("job_vis000000001", 5, Duration::ZERO)
+        .await
+        .expect("send");
+    let started = Instant::now();
+    let first = receive_one(&q, vis, "queue_visibility_timeout").await;
+    let again = q.receive(10, LONG).await.expect("receive");
+    // On a starved machine the visibility may already have passed; then this says nothing.
+    if started.elapsed() < vis {
+        assert!(
+            again.is_empty(),
+            "queue_visibility_timeout: a message must stay hidden during its visibility timeout, got {again:?}"
+        );
+    }
+    tokio::time::sleep(vis + config.tick).await;
+    let second = receive_one(
+        &q,
+        LONG,
+        "queue_visibility_timeout: redelivery after the timeout",
+    )
+    .await;
+    assert_eq!(
+        second.job_id, first.job_id,
+        "queue_visibility_timeout: same job redelivered"
+    );
+    assert_eq!(
+        second.receive_count, 2,
+        "queue_visibility_timeout: the redelivery counts 2"
+    );
+    assert_ne!(
+        second.receipt, first.receipt,
+        "queue_visibility_timeout: each delivery has its own receipt"
+    );
+    q.ack(&first.receipt)
+        .await
+        .expect("queue_visibility_timeout: acking a stale receipt must not fail");
+    if config.strict_queue {
+        assert_eq!(
+            q.depth().await.expect("depth"),
+            1,
+            "queue_visibility_timeout: a stale receipt must not ack the newer delivery"
+        );
+    }
+    q.ack(&second.receipt).await.expect("ack");
+    assert_eq!(
+        q.depth().await.expect("depth"),
+        0,
+        "queue_visibility_timeout: acked"
+    );
+}
+
+async fn queue_release(config: &SuiteConfig, q: Arc<dyn JobQueue>) {
+    let delay = config.tick * 2;
+    q.send("job_rel000000001", 5, Duration::ZERO)
+        .await
+        .expect("send");
+    let first = receive_one(&q, LONG, "queue_release").await;
+    let started = Instant::now();
+    q.release(&first.receipt, delay).await.expect("release");
+    let again = q.receive(10, LONG).await.expect("receive");
+    if started.elapsed() < delay {
+        assert!(
+            again.is_empty(),
+            "queue_release: a released message must stay hidden for the delay, got {again:?}"
+        );
+    }
+    tokio::time::sleep(delay + config.tick).await;
+    let second = receive_one(&q, LONG, "queue_release: visible after the delay").await;
+    assert_eq!(second.job_id, first.job_id, "queue_release: same job");
+    assert_eq!(
+        second.receive_count, 2,
+        "queue_release: the redelivery counts 2"
+    );
+    q.release(&second.receipt, Duration::ZERO)
+        .await
+        .expect("release");
+    let third = receive_one(&q, LONG, "queue_release: release with no delay").await;
+    assert_eq!(
+        third.receive_count, 3,
+        "queue_release: the third delivery counts 3"
+    );
+    q.ack(&third.receipt).await.expect("ack");
+    assert_eq!(q.depth().await.expect("depth"), 0, "queue_release: acked");
+}
+
+async fn queue_priority_order(config: &SuiteConfig, q: Arc<dyn JobQueue>) {
+    // Priorities from the three bands of the AWS design (1-3, 4-7, 8-10).
+    let sends = [
+        ("job_low00000001", 2),
+        ("job_high0000001", 9),
+        ("job_mid00000001", 5),
+        ("job_high0000002", 9),
+        ("job_mid00000002", 5),
+    ];
+    for (job, priority) in sends {
+        q.send(job, priority, Duration::ZERO).await.expect("send");
+    }
+    assert_eq!(
+        q.depth().await.expect("depth"),
+        5,
+        "queue_priority_order: five waiting"
+    );
+    let pair = receive_ids(&q, 2).await;
+    assert!(
+        !pair.is_empty() && pair.len() <= 2,
+        "queue_priority_order: receive(2) gives one or two messages, got {pair:?}"
+    );
+    if config.strict_queue {
+        assert_eq!(
+            pair,
+            vec!["job_high0000001", "job_high0000002"],
+            "queue_priority_order: receive(2) gives the two highest, FIFO"
+        );
+    }
+    let mut got = pair;
+    // Bounded: a queue that keeps losing messages must fail, not hang.
+    for _ in 0..20 {
+        if got.len() == sends.len() {
+            break;
+        }
+        got.extend(receive_ids(&q, 1).await);
+    }
+    if config.strict_queue {
+        assert_eq!(
+            got,
+            vec![
+                "job_high0000001",
+                "job_high0000002",
+                "job_mid00000001",
+                "job_mid00000002",
+                "job_low00000001"
+            ],
+            "queue_priority_order: higher priority first, FIFO within a priority"
+        );
+    } else {
+        assert!(
+            got.first().is_some_and(|j| j.starts_with("job_high")),
+            "queue_priority_order: the highest priority must come first, got {got:?}"
+        );
+        let want: Vec<String> = sends.iter().map(|(j, _)| j.to_string()).collect();
+        assert_eq!(
+            sorted(got),
+            sorted(want),
+            "queue_priority_order: every message delivered once"
+        );
+    }
+}
+
+async fn queue_delayed_send(config: &SuiteConfig, q: Arc<dyn JobQueue>) {
+    let delay = config.tick * 2;
+    let started = Instant::now();
+    q.send("job_later0000001", 5, delay).await.expect("send");
+    q.send("job_now000000001", 5, Duration::ZERO)
+        .await
+        .expect("send");
+    let now = receive_ids(&q, 10).await;
+    if started.elapsed() < delay {
+        assert_eq!(
+            now,
+            vec!["job_now000000001"],
+            "queue_delayed_send: a delayed message must be hidden until due"
+        );
+    }
+    assert_eq!(
+        q.depth().await.expect("depth"),
+        2,
+        "queue_delayed_send: a delayed message counts in depth"
+    );
+    tokio::time::sleep(delay + config.tick).await;
+    let mut later = receive_ids(&q, 10).await;
+    later.retain(|j| j != "job_now000000001");
+    assert_eq!(
+        later,
+        vec!["job_later0000001"],
+        "queue_delayed_send: the delayed message is delivered once due"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// ResultStore
+
+async fn results_put_get_delete(r: Arc<dyn ResultStore>) {
+    let key = "c0ffee".repeat(10) + "abcd";
+    let first = br#"{"result": {"csmf": [0.25, 0.75]}}"#.to_vec();
+    r.put_if_absent(&key, &first).await.expect("put_if_absent");
+    assert_eq!(
+        r.get(&key).await.expect("get"),
+        Some(first.clone()),
+        "results_put_get_delete: get returns the bytes put"
+    );
+    r.put_if_absent(&key, b"other bytes")
+        .await
+        .expect("results_put_get_delete: a put over an existing key must succeed");
+    assert_eq!(
+        r.get(&key).await.expect("get"),
+        Some(first.clone()),
+        "results_put_get_delete: a second put must keep the first bytes"
+    );
+    assert_eq!(
+        r.get(&"0".repeat(64)).await.expect("get"),
+        None,
+        "results_put_get_delete: an unknown key is None"
+    );
+    // Large enough to catch truncation or chunking mistakes.
+    let big_key = "b1".repeat(32);
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    r.put_if_absent(&big_key, &big)
+        .await
+        .expect("put_if_absent(big)");
+    assert!(
+        r.get(&big_key).await.expect("get").as_deref() == Some(big.as_slice()),
+        "results_put_get_delete: a 300 kB value must round-trip"
+    );
+    r.delete(&key).await.expect("delete");
+    assert_eq!(
+        r.get(&key).await.expect("get"),
+        None,
+        "results_put_get_delete: a deleted key is gone"
+    );
+    r.delete(&key)
+        .await
+        .expect("results_put_get_delete: deleting a missing key must succeed");
+    r.put_if_absent(&key, b"again")
+        .await
+        .expect("put_if_absent");
+    assert_eq!(
+        r.get(&key).await.expect("get"),
+        Some(b"again".to_vec()),
+        "results_put_get_delete: after a delete the key can be written again"
+    );
+}
+
+async fn results_concurrent_puts(r: Arc<dyn ResultStore>) {
+    let key = "5e".repeat(32);
+    let values: Vec<Vec<u8>> = (0..6u8).map(|i| vec![b'a' + i; 50_000]).collect();
+    let mut set = JoinSet::new();
+    for v in values.clone() {
+        let r = r.clone();
+        let key = key.clone();
+        set.spawn(async move { r.put_if_absent(&key, &v).await });
+    }
+    while let Some(joined) = set.join_next().await {
+        joined.expect("put task panicked").expect("put_if_absent");
+    }
+    let got = r
+        .get(&key)
+        .await
+        .expect("get")
+        .expect("results_concurrent_puts: a value");
+    assert!(
+        values.contains(&got),
+        "results_concurrent_puts: racing puts must leave exactly one whole value ({} bytes read)",
+        got.len()
+    );
+}

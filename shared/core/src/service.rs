@@ -1,0 +1,882 @@
+//! `JobService`: every endpoint of api-reference §5–§10 as a use case over the ports.
+//! Handlers parse HTTP and call these; all rules live here.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+use crate::config::Config;
+use crate::domain::{
+    timestamp, Batch, Job, JobProgress, JobStatus, JobType, LogEntry, LogLevel, TOTAL_STEPS,
+};
+use crate::ports::{
+    Clock, IdGenerator, JobFilter, JobQueue, JobStore, ResultStore, StoreError, Write,
+};
+use crate::query;
+use crate::validation::{validate_job_request, ValidJobRequest, ValidationError};
+
+/// Why a use case refused or failed; each maps to one HTTP status.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ServiceError {
+    /// 400: unparseable body, missing confirmation, result of an unfinished job.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 404
+    #[error("{0}")]
+    NotFound(String),
+    /// 409: the job's state does not allow it.
+    #[error("{0}")]
+    Conflict(String),
+    /// 422
+    #[error("{}", .0.detail())]
+    Invalid(ValidationError),
+    /// 500: storage or queue failure; never caused by input.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<ValidationError> for ServiceError {
+    fn from(e: ValidationError) -> Self {
+        ServiceError::Invalid(e)
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        ServiceError::Internal(e.to_string())
+    }
+}
+
+pub type ServiceResult<T> = Result<T, ServiceError>;
+
+/// Everything a use case needs from the deployment.
+#[derive(Clone)]
+pub struct Ports {
+    pub store: Arc<dyn JobStore>,
+    pub queue: Arc<dyn JobQueue>,
+    pub results: Arc<dyn ResultStore>,
+    pub clock: Arc<dyn Clock>,
+    pub ids: Arc<dyn IdGenerator>,
+}
+
+fn ts(t: Option<DateTime<Utc>>) -> Value {
+    t.map(|t| json!(timestamp(t))).unwrap_or(Value::Null)
+}
+
+fn std_duration(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// `JobMetadata` (§5.3), with the additive `batch_id`.
+pub fn metadata_json(job: &Job) -> Value {
+    json!({
+        "job_id": job.job_id,
+        "job_type": job.job_type.as_str(),
+        "created_at": timestamp(job.created_at),
+        "started_at": ts(job.started_at),
+        "completed_at": ts(job.completed_at),
+        "timeout_at": timestamp(job.timeout_at),
+        "priority": job.priority,
+        "retry_count": job.retry_count,
+        "max_retries": job.max_retries,
+        "batch_id": job.batch_id,
+    })
+}
+
+fn progress_json(p: &JobProgress) -> Value {
+    json!({
+        "current_step": p.current_step,
+        "total_steps": TOTAL_STEPS,
+        "step_name": p.step_name,
+        "progress_percentage": f64::from(p.current_step) / f64::from(TOTAL_STEPS) * 100.0,
+        "estimated_completion": null,
+    })
+}
+
+fn log_json(entry: &LogEntry) -> Value {
+    json!({
+        "timestamp": timestamp(entry.timestamp),
+        "level": entry.level.as_str(),
+        "message": entry.message,
+        "component": entry.component,
+        "data": entry.data,
+    })
+}
+
+/// Counts and overall status of a batch (§8.2), from its members' statuses.
+pub fn batch_status_of(fail_fast: bool, statuses: &[JobStatus]) -> &'static str {
+    use JobStatus::*;
+    let all = |s: JobStatus| statuses.iter().all(|x| *x == s);
+    if all(Success) {
+        "completed"
+    } else if fail_fast && statuses.iter().any(|s| matches!(s, Failed | Timeout)) {
+        "failed"
+    } else if all(Cancelled) {
+        "cancelled"
+    } else if all(Pending) {
+        "pending"
+    } else if statuses.iter().any(|s| !s.is_terminal()) {
+        "running"
+    } else if statuses.contains(&Success) {
+        "partial"
+    } else {
+        "failed"
+    }
+}
+
+pub struct JobService {
+    ports: Ports,
+    config: Config,
+}
+
+impl JobService {
+    pub fn new(ports: Ports, config: Config) -> Self {
+        JobService { ports, config }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.ports.clock.now()
+    }
+
+    async fn log(&self, job_id: &str, level: LogLevel, component: &str, message: String) {
+        let entry = LogEntry::new(self.now(), level, component, message);
+        if let Err(e) = self
+            .ports
+            .store
+            .append_log(job_id, &entry, self.config.max_log_entries)
+            .await
+        {
+            tracing::warn!(job_id, error = %e, "could not write a job log entry");
+        }
+    }
+
+    fn new_job(&self, valid: &ValidJobRequest, job_type: JobType, batch_id: Option<&str>) -> Job {
+        let now = self.now();
+        Job {
+            job_id: format!("job_{}", self.ports.ids.hex12()),
+            job_type,
+            status: JobStatus::Pending,
+            created_at: now,
+            started_at: None,
+            completed_at: None,
+            timeout_at: now + chrono::Duration::minutes(i64::from(valid.timeout_minutes)),
+            priority: valid.priority,
+            retry_count: 0,
+            max_retries: 3,
+            batch_id: batch_id.map(str::to_string),
+            request: valid.request_json.clone(),
+            age_group: valid.age_group.clone(),
+            country: valid.country.clone(),
+            use_cache: valid.use_cache,
+            cache_key: valid.cache_key.clone(),
+            progress: JobProgress::new(
+                0,
+                if batch_id.is_some() {
+                    "Queued (batch)"
+                } else {
+                    "Queued"
+                },
+            ),
+            error: None,
+            result_key: None,
+            completed_result_at: None,
+            cache_info: None,
+            lease_until: None,
+            attempts: 0,
+            queued: false,
+            expires_at: now + std_duration(self.config.job_retention),
+            version: 1,
+        }
+    }
+
+    /// Stores a new job, logs its creation and (unless `hold`) queues it. A queue failure
+    /// fails the job, so nothing is left pending forever.
+    async fn submit(
+        &self,
+        mut job: Job,
+        valid: &ValidJobRequest,
+        hold: bool,
+    ) -> ServiceResult<Job> {
+        job.queued = !hold;
+        self.ports.store.insert_job(&job).await?;
+        match &job.batch_id {
+            Some(batch) => {
+                self.log(
+                    &job.job_id,
+                    LogLevel::Info,
+                    "batch_api",
+                    format!("Job created as part of batch {batch}"),
+                )
+                .await
+            }
+            None => {
+                self.log(
+                    &job.job_id,
+                    LogLevel::Info,
+                    "api",
+                    format!("Job created with priority {}", job.priority),
+                )
+                .await
+            }
+        }
+        if !valid.ignored_fields.is_empty() {
+            self.log(
+                &job.job_id,
+                LogLevel::Warning,
+                "api",
+                format!(
+                    "Ignored unknown request fields: {}",
+                    valid.ignored_fields.join(", ")
+                ),
+            )
+            .await;
+        }
+        if !hold {
+            if let Err(e) = self
+                .ports
+                .queue
+                .send(&job.job_id, job.priority, Duration::ZERO)
+                .await
+            {
+                let mut failed = job.clone();
+                failed.status = JobStatus::Failed;
+                failed.completed_at = Some(self.now());
+                failed.error = Some(crate::domain::ErrorDetails {
+                    error_type: "DispatchError".into(),
+                    error_message: format!("could not queue the job: {e}"),
+                    traceback: None,
+                });
+                failed.version += 1;
+                let _ = self.ports.store.update_job(&failed).await;
+                return Err(ServiceError::Internal(format!("Failed to create job: {e}")));
+            }
+        }
+        Ok(job)
+    }
+
+    /// POST /api/v1/calibrate/async
+    pub async fn create_job(&self, body: &Value) -> ServiceResult<Value> {
+        if !body.is_object() {
+            return Err(ServiceError::BadRequest(
+                "Request body must be a JSON object".into(),
+            ));
+        }
+        let valid = validate_job_request(body, &self.config, "")?;
+        let job = self.new_job(&valid, JobType::Calibration, None);
+        let job = self.submit(job, &valid, false).await?;
+        Ok(json!({"job_id": job.job_id, "status": "created"}))
+    }
+
+    async fn existing_job(&self, job_id: &str) -> ServiceResult<Job> {
+        self.ports
+            .store
+            .get_job(job_id, self.now())
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("Job {job_id} not found")))
+    }
+
+    /// GET /api/v1/calibrate/{job_id}/status
+    pub async fn job_status(
+        &self,
+        job_id: &str,
+        params: &HashMap<String, String>,
+    ) -> ServiceResult<Value> {
+        let q = query::status_query(params)?;
+        let job = self.existing_job(job_id).await?;
+        let logs = self
+            .ports
+            .store
+            .logs(job_id, q.log_level, q.log_offset, q.log_limit)
+            .await?;
+        let result_summary = if job.status == JobStatus::Success {
+            let algorithms = self
+                .result_of(&job)
+                .await
+                .ok()
+                .and_then(|r| r["calibrated"].as_object().map(|m| m.len()));
+            json!({
+                "algorithms_processed": algorithms,
+                "age_group": job.age_group,
+                "country": job.country,
+                "completion_time": ts(job.completed_at),
+            })
+        } else {
+            Value::Null
+        };
+        let error_details = match (&job.error, job.status) {
+            (Some(e), JobStatus::Failed | JobStatus::Timeout) => json!(e),
+            _ => Value::Null,
+        };
+        Ok(json!({
+            "job_id": job.job_id,
+            "status": job.status.as_str(),
+            "progress": progress_json(&job.progress),
+            "metadata": metadata_json(&job),
+            "logs": logs.iter().map(log_json).collect::<Vec<_>>(),
+            "result_summary": result_summary,
+            "error_details": error_details,
+        }))
+    }
+
+    async fn result_of(&self, job: &Job) -> ServiceResult<Value> {
+        let key = job.result_key.as_deref().ok_or_else(|| {
+            ServiceError::Internal(format!("Job {} has no stored result", job.job_id))
+        })?;
+        let bytes = self.ports.results.get(key).await?.ok_or_else(|| {
+            ServiceError::Internal(format!("The result of job {} is missing", job.job_id))
+        })?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ServiceError::Internal(format!("stored result is unreadable: {e}")))
+    }
+
+    /// GET /api/v1/calibrate/{job_id}/result
+    pub async fn job_result(&self, job_id: &str) -> ServiceResult<Value> {
+        let job = self.existing_job(job_id).await?;
+        match job.status {
+            JobStatus::Success => {
+                let mut result = self.result_of(&job).await?;
+                result["age_group"] = json!(job.age_group);
+                result["country"] = json!(job.country);
+                result["completed_at"] = ts(job.completed_at);
+                let cache_info = job.cache_info.as_ref().map(|c| {
+                    json!({"cached_at": timestamp(c.cached_at), "source_job_id": c.source_job_id})
+                });
+                if let Some(info) = &cache_info {
+                    result["cache_info"] = info.clone();
+                }
+                Ok(json!({
+                    "job_id": job.job_id,
+                    "status": "success",
+                    "result": result,
+                    "metadata": metadata_json(&job),
+                    "cache_info": cache_info,
+                }))
+            }
+            JobStatus::Failed | JobStatus::Timeout => {
+                let message = job
+                    .error
+                    .as_ref()
+                    .map(|e| e.error_message.clone())
+                    .unwrap_or_else(|| job.status.as_str().to_string());
+                Ok(json!({
+                    "job_id": job.job_id,
+                    "status": job.status.as_str(),
+                    "result": {"status": job.status.as_str(), "error": message},
+                    "metadata": metadata_json(&job),
+                    "cache_info": null,
+                }))
+            }
+            other => Err(ServiceError::BadRequest(format!(
+                "Job {job_id} is not completed (status: {})",
+                other.as_str()
+            ))),
+        }
+    }
+
+    /// Moves a job to a terminal state unless it already is in one; retries lost writes.
+    /// Returns the job as it ended up, and whether this call made the change.
+    pub(crate) async fn finish(
+        &self,
+        job_id: &str,
+        status: JobStatus,
+        edit: impl Fn(&mut Job),
+    ) -> ServiceResult<Option<(Job, bool)>> {
+        finish_job(&self.ports, job_id, status, edit)
+            .await
+            .map_err(Into::into)
+    }
+
+    /// DELETE /api/v1/calibrate/{job_id}
+    pub async fn cancel_job(&self, job_id: &str) -> ServiceResult<Value> {
+        let now = self.now();
+        let Some((job, changed)) = self
+            .finish(job_id, JobStatus::Cancelled, |j| j.completed_at = Some(now))
+            .await?
+        else {
+            return Err(ServiceError::NotFound(format!("Job {job_id} not found")));
+        };
+        if !changed {
+            return Err(ServiceError::Conflict(format!(
+                "Job {job_id} is already {} and cannot be cancelled",
+                job.status.as_str()
+            )));
+        }
+        self.log(
+            job_id,
+            LogLevel::Warning,
+            "api",
+            "Job cancelled by user".into(),
+        )
+        .await;
+        crate::worker::after_terminal(&self.ports, &self.config, &job).await?;
+        Ok(json!({"job_id": job_id, "status": "cancelled"}))
+    }
+
+    /// DELETE /api/v1/jobs/{job_id}: cancels an unfinished job, then removes it.
+    pub async fn delete_job(&self, job_id: &str) -> ServiceResult<Value> {
+        let job = self.existing_job(job_id).await?;
+        if !job.status.is_terminal() {
+            let now = self.now();
+            if let Some((ended, true)) = self
+                .finish(job_id, JobStatus::Cancelled, |j| j.completed_at = Some(now))
+                .await?
+            {
+                crate::worker::after_terminal(&self.ports, &self.config, &ended).await?;
+            }
+        }
+        let deleted = self.ports.store.delete_job(job_id).await?;
+        Ok(json!({"job_id": job_id, "status": "deleted", "deleted_keys": deleted}))
+    }
+
+    /// DELETE /api/v1/jobs/clear/all
+    pub async fn delete_all(&self, params: &HashMap<String, String>) -> ServiceResult<Value> {
+        let q = query::bulk_delete_query(params)?;
+        if !q.confirm {
+            return Err(ServiceError::BadRequest(
+                "Bulk deletion requires explicit confirmation (set confirm=true)".into(),
+            ));
+        }
+        let filter = JobFilter {
+            status: q.status,
+            age_group: q.age_group,
+            ..JobFilter::default()
+        };
+        let (jobs, _) = self
+            .ports
+            .store
+            .list_jobs(&filter, 0, u64::MAX, self.now())
+            .await?;
+        let mut deleted = Vec::new();
+        let mut failed = Vec::new();
+        for job in jobs {
+            match self.delete_job(&job.job_id).await {
+                Ok(_) => deleted.push(job.job_id),
+                Err(e) => failed.push(json!({"job_id": job.job_id, "error": e.to_string()})),
+            }
+        }
+        Ok(json!({
+            "deleted_count": deleted.len(),
+            "failed_count": failed.len(),
+            "deleted_jobs": deleted,
+            "failed_jobs": if failed.is_empty() { Value::Null } else { json!(failed) },
+        }))
+    }
+
+    /// POST /api/v1/jobs/retry/{job_id}: a new job from the stored request of a failed or
+    /// timed-out one.
+    pub async fn retry_job(
+        &self,
+        job_id: &str,
+        params: &HashMap<String, String>,
+    ) -> ServiceResult<Value> {
+        let q = query::retry_query(params, self.config.max_timeout_minutes)?;
+        let old = self.existing_job(job_id).await?;
+        if !matches!(old.status, JobStatus::Failed | JobStatus::Timeout) {
+            return Err(ServiceError::Conflict(format!(
+                "Job {job_id} is {} and cannot be retried (only failed or timed-out jobs can)",
+                old.status.as_str()
+            )));
+        }
+        let mut body = old.request.clone();
+        body["priority"] = json!(q.new_priority.unwrap_or(old.priority));
+        let old_minutes = (old.timeout_at - old.created_at).num_minutes();
+        body["timeout_minutes"] = json!(q.new_timeout.map(i64::from).unwrap_or(old_minutes));
+        body["use_cache"] = json!(old.use_cache);
+        let valid = validate_job_request(&body, &self.config, "")?;
+        let mut job = self.new_job(&valid, JobType::Calibration, None);
+        job.retry_count = old.retry_count + 1;
+        let job = self.submit(job, &valid, false).await?;
+        self.log(
+            &job.job_id,
+            LogLevel::Info,
+            "api",
+            format!("Retry of job {job_id}"),
+        )
+        .await;
+        Ok(json!({"job_id": job.job_id, "status": "created", "original_job_id": job_id}))
+    }
+
+    /// POST /api/v1/calibrate/batch
+    pub async fn create_batch(&self, body: &Value) -> ServiceResult<Value> {
+        let Some(obj) = body.as_object() else {
+            return Err(ServiceError::BadRequest(
+                "Request body must be a JSON object".into(),
+            ));
+        };
+        let jobs = match obj.get("jobs") {
+            Some(Value::Array(jobs)) => jobs,
+            Some(_) => return Err(ValidationError::single("jobs", "must be an array").into()),
+            None => return Err(ValidationError::single("jobs", "is required").into()),
+        };
+        if jobs.is_empty() || jobs.len() > self.config.batch_max_size {
+            return Err(ValidationError::single(
+                "jobs",
+                format!(
+                    "must hold 1 to {} jobs, got {}",
+                    self.config.batch_max_size,
+                    jobs.len()
+                ),
+            )
+            .into());
+        }
+        let batch_name = match obj.get("batch_name") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.chars().count() <= 200 => Some(s.clone()),
+            Some(_) => {
+                return Err(ValidationError::single(
+                    "batch_name",
+                    "must be a string of at most 200 characters",
+                )
+                .into())
+            }
+        };
+        let parallel_limit = match obj.get("parallel_limit") {
+            None | Some(Value::Null) => self.config.default_parallel_limit,
+            Some(v) => match v.as_u64() {
+                Some(n) if (1..=u64::from(self.config.max_parallel_limit)).contains(&n) => n as u32,
+                _ => {
+                    return Err(ValidationError::single(
+                        "parallel_limit",
+                        format!(
+                            "must be an integer from 1 to {}",
+                            self.config.max_parallel_limit
+                        ),
+                    )
+                    .into())
+                }
+            },
+        };
+        let fail_fast = match obj.get("fail_fast") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(ValidationError::single("fail_fast", "must be a boolean").into()),
+        };
+        // All or nothing: every member is validated before anything is stored.
+        let mut errors = Vec::new();
+        let mut valid = Vec::with_capacity(jobs.len());
+        for (i, job) in jobs.iter().enumerate() {
+            match validate_job_request(job, &self.config, &format!("jobs[{i}]")) {
+                Ok(v) => valid.push(v),
+                Err(e) => errors.extend(e.errors),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ValidationError { errors }.into());
+        }
+        let now = self.now();
+        let batch_id = format!("batch_{}", self.ports.ids.hex12());
+        let members: Vec<Job> = valid
+            .iter()
+            .map(|v| self.new_job(v, JobType::BatchCalibration, Some(&batch_id)))
+            .collect();
+        let batch = Batch {
+            batch_id: batch_id.clone(),
+            batch_name: batch_name.clone(),
+            job_ids: members.iter().map(|j| j.job_id.clone()).collect(),
+            created_at: now,
+            parallel_limit,
+            fail_fast,
+            running: Vec::new(),
+            expires_at: now + std_duration(self.config.job_retention),
+            version: 1,
+        };
+        self.ports.store.insert_batch(&batch).await?;
+        // Only the first `parallel_limit` members (by priority, then order) are queued now;
+        // the rest are queued as slots free up.
+        let admitted = crate::worker::admission_order(&members)
+            .into_iter()
+            .take(parallel_limit as usize)
+            .collect::<Vec<_>>();
+        for (i, (job, v)) in members.into_iter().zip(&valid).enumerate() {
+            self.submit(job, v, !admitted.contains(&i)).await?;
+        }
+        Ok(json!({
+            "batch_id": batch_id,
+            "job_ids": batch.job_ids,
+            "batch_metadata": {
+                "batch_id": batch_id,
+                "batch_name": batch_name,
+                "total_jobs": batch.job_ids.len(),
+                "created_at": timestamp(now),
+                "parallel_limit": parallel_limit,
+                "fail_fast": fail_fast,
+            },
+        }))
+    }
+
+    /// GET /api/v1/calibrate/batch/{batch_id}/status
+    pub async fn batch_status(&self, batch_id: &str) -> ServiceResult<Value> {
+        let now = self.now();
+        let batch = self
+            .ports
+            .store
+            .get_batch(batch_id, now)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("Batch {batch_id} not found")))?;
+        let mut statuses = Vec::with_capacity(batch.job_ids.len());
+        let mut items = Vec::with_capacity(batch.job_ids.len());
+        for id in &batch.job_ids {
+            // A member deleted by the user counts as cancelled.
+            let status = self
+                .ports
+                .store
+                .get_job(id, now)
+                .await?
+                .map_or(JobStatus::Cancelled, |j| j.status);
+            statuses.push(status);
+            items.push(json!({"job_id": id, "status": status.as_str()}));
+        }
+        let count = |f: &dyn Fn(JobStatus) -> bool| statuses.iter().filter(|s| f(**s)).count();
+        Ok(json!({
+            "batch_id": batch_id,
+            "batch_name": batch.batch_name,
+            "total_jobs": statuses.len(),
+            "completed_jobs": count(&|s| s == JobStatus::Success),
+            "failed_jobs": count(&|s| matches!(s, JobStatus::Failed | JobStatus::Timeout)),
+            "running_jobs": count(&|s| s == JobStatus::Running),
+            "pending_jobs": count(&|s| s == JobStatus::Pending),
+            "cancelled_jobs": count(&|s| s == JobStatus::Cancelled),
+            "batch_status": batch_status_of(batch.fail_fast, &statuses),
+            "job_statuses": items,
+        }))
+    }
+
+    /// GET /api/v1/jobs
+    pub async fn list_jobs(&self, params: &HashMap<String, String>) -> ServiceResult<Value> {
+        let q = query::list_query(params)?;
+        let offset = (q.page - 1) * q.page_size;
+        let (jobs, total) = self
+            .ports
+            .store
+            .list_jobs(&q.filter, offset, q.page_size, self.now())
+            .await?;
+        let items: Vec<Value> = jobs
+            .iter()
+            .map(|j| {
+                let mut m = metadata_json(j);
+                m["status"] = json!(j.status.as_str());
+                m["age_group"] = json!(j.age_group);
+                m["country"] = json!(j.country);
+                m
+            })
+            .collect();
+        Ok(json!({
+            "jobs": items,
+            "total_count": total,
+            "page": q.page,
+            "page_size": q.page_size,
+            "has_next": q.page * q.page_size < total,
+        }))
+    }
+
+    /// GET /api/v1/cache/stats
+    pub async fn cache_stats(&self) -> ServiceResult<Value> {
+        let entries = self.ports.store.cache_entries(self.now()).await?;
+        let counters = self.ports.store.cache_counters().await?;
+        let lookups = counters.hits + counters.misses;
+        let bytes: u64 = entries.iter().map(|e| e.size_bytes).sum();
+        Ok(json!({
+            "total_cached_results": entries.len(),
+            "cache_hit_rate": if lookups == 0 { 0.0 } else { round2(counters.hits as f64 / lookups as f64 * 100.0) },
+            "total_cache_size_mb": round2(bytes as f64 / 1_048_576.0),
+            "oldest_cached_result": ts(entries.iter().map(|e| e.cached_at).min()),
+            "newest_cached_result": ts(entries.iter().map(|e| e.cached_at).max()),
+        }))
+    }
+
+    /// DELETE /api/v1/cache/clear
+    pub async fn clear_cache(&self, params: &HashMap<String, String>) -> ServiceResult<Value> {
+        let q = query::cache_clear_query(params)?;
+        if !q.confirm {
+            return Err(ServiceError::BadRequest(
+                "Cache clearing requires explicit confirmation (set confirm=true)".into(),
+            ));
+        }
+        let entries = self.ports.store.cache_entries(self.now()).await?;
+        let mut cleared = 0;
+        for entry in entries {
+            let age_ok = q
+                .age_group
+                .as_ref()
+                .is_none_or(|a| entry.age_group.as_ref() == Some(a));
+            let country_ok = q.country.as_ref().is_none_or(|c| {
+                entry
+                    .country
+                    .as_ref()
+                    .is_some_and(|e| e.eq_ignore_ascii_case(c))
+            });
+            if age_ok && country_ok {
+                self.ports
+                    .store
+                    .delete_cache_entry(&entry.cache_key)
+                    .await?;
+                cleared += 1;
+            }
+        }
+        Ok(
+            json!({"cleared_results": cleared, "message": format!("Cleared {cleared} cached results")}),
+        )
+    }
+
+    /// GET /api/v1/jobs/health: the body, and whether storage could be reached at all.
+    pub async fn health(&self) -> (Value, bool) {
+        let now = self.now();
+        let storage = self.ports.store.ping().await;
+        let queue = self.ports.queue.depth().await;
+        if let Err(e) = &storage {
+            return (
+                json!({"status": "unhealthy", "error": e.to_string(), "timestamp": timestamp(now)}),
+                false,
+            );
+        }
+        let pending = self
+            .ports
+            .store
+            .jobs_by_status(&[JobStatus::Pending], None, now)
+            .await
+            .map(|j| j.len())
+            .unwrap_or(0);
+        let running = self
+            .ports
+            .store
+            .jobs_by_status(&[JobStatus::Running], None, now)
+            .await
+            .map(|j| j.len())
+            .unwrap_or(0);
+        let cached = self
+            .ports
+            .store
+            .cache_entries(now)
+            .await
+            .map(|e| e.len())
+            .unwrap_or(0);
+        let execution = if queue.is_ok() {
+            "healthy"
+        } else {
+            "unhealthy"
+        };
+        (
+            json!({
+                "status": if queue.is_ok() { "healthy" } else { "degraded" },
+                "redis": "healthy",
+                "celery": execution,
+                "storage": "healthy",
+                "worker": execution,
+                "queue_stats": {
+                    "pending_jobs": pending,
+                    "running_jobs": running,
+                    "cached_results": cached,
+                    "queue_depth": queue.ok(),
+                },
+                "timestamp": timestamp(now),
+            }),
+            true,
+        )
+    }
+
+    /// GET /api/v1/jobs/metrics
+    pub async fn metrics(&self, params: &HashMap<String, String>) -> ServiceResult<Value> {
+        let (label, window) = query::metrics_query(params)?;
+        let now = self.now();
+        let jobs = self
+            .ports
+            .store
+            .jobs_by_status(&JobStatus::ALL, Some(now - window), now)
+            .await?;
+        let finished: Vec<&Job> = jobs
+            .iter()
+            .filter(|j| {
+                matches!(
+                    j.status,
+                    JobStatus::Success | JobStatus::Failed | JobStatus::Timeout
+                )
+            })
+            .collect();
+        let successes = finished
+            .iter()
+            .filter(|j| j.status == JobStatus::Success)
+            .count();
+        let rate = |n: usize| {
+            if finished.is_empty() {
+                0.0
+            } else {
+                round2(n as f64 / finished.len() as f64 * 100.0)
+            }
+        };
+        let durations: Vec<f64> = finished
+            .iter()
+            .filter_map(|j| {
+                Some((j.completed_at? - j.started_at?).num_milliseconds() as f64 / 1000.0)
+            })
+            .collect();
+        let cached: Vec<&Job> = jobs
+            .iter()
+            .filter(|j| j.use_cache && j.started_at.is_some())
+            .collect();
+        let hits = cached.iter().filter(|j| j.cache_info.is_some()).count();
+        Ok(json!({
+            "time_range": label,
+            "total_jobs": jobs.len(),
+            "success_rate": rate(successes),
+            "error_rate": if finished.is_empty() { 0.0 } else { round2(100.0 - rate(successes)) },
+            "average_duration_seconds": if durations.is_empty() { 0.0 } else { round2(durations.iter().sum::<f64>() / durations.len() as f64) },
+            "cache_hit_rate": if cached.is_empty() { 0.0 } else { round2(hits as f64 / cached.len() as f64 * 100.0) },
+            "status_counts": JobStatus::ALL.iter().map(|s| (s.as_str().to_string(), json!(jobs.iter().filter(|j| j.status == *s).count()))).collect::<serde_json::Map<_, _>>(),
+        }))
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// Moves a job to terminal `status` unless it already is terminal, retrying lost writes.
+/// `None` if the job does not exist; otherwise the job as it ended and whether this call
+/// changed it.
+pub async fn finish_job(
+    ports: &Ports,
+    job_id: &str,
+    status: JobStatus,
+    edit: impl Fn(&mut Job),
+) -> Result<Option<(Job, bool)>, StoreError> {
+    loop {
+        let now = ports.clock.now();
+        let Some(mut job) = ports.store.get_job(job_id, now).await? else {
+            return Ok(None);
+        };
+        if !job.status.can_become(status) {
+            return Ok(Some((job, false)));
+        }
+        job.status = status;
+        job.lease_until = None;
+        edit(&mut job);
+        job.version += 1;
+        if ports.store.update_job(&job).await? == Write::Done {
+            return Ok(Some((job, true)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use JobStatus::*;
+
+    #[test]
+    fn batch_status_follows_the_documented_order() {
+        assert_eq!(batch_status_of(false, &[Success, Success]), "completed");
+        assert_eq!(batch_status_of(true, &[Failed, Running]), "failed");
+        assert_eq!(batch_status_of(false, &[Failed, Running]), "running");
+        assert_eq!(batch_status_of(false, &[Cancelled, Cancelled]), "cancelled");
+        assert_eq!(batch_status_of(false, &[Pending, Pending]), "pending");
+        assert_eq!(batch_status_of(false, &[Success, Timeout]), "partial");
+        assert_eq!(batch_status_of(false, &[Failed, Cancelled]), "failed");
+    }
+}

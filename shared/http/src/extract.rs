@@ -1,0 +1,187 @@
+//! Request parsing done by hand, so that no framework rejection (with its own status and
+//! plain-text body) can leak out: JSON bodies from raw bytes, query strings into a map,
+//! path IDs that are "not found" whenever they are odd.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::Value;
+use vacal_core::JobService;
+
+use crate::error::ApiError;
+
+/// The body of a POST: a JSON object (api-reference §1, §2).
+///
+/// - Content-Type, when present, must be JSON (else 415). A missing one is accepted:
+///   API Gateway and some clients drop it.
+/// - More than `max_request_bytes` → 413, checked on Content-Length first and again while
+///   reading (the header may be absent or lie).
+/// - Empty, not JSON, or not an object → 400.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonObject(pub Value);
+
+/// Whether a Content-Type names JSON: `application/json` or `application/<x>+json`, in UTF-8
+/// when a charset is given.
+pub fn is_json_content_type(raw: &str) -> bool {
+    let mut parts = raw.split(';');
+    let essence = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+    let json = essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"));
+    let utf8 = parts.all(|p| {
+        let Some((name, value)) = p.split_once('=') else {
+            return true;
+        };
+        !name.trim().eq_ignore_ascii_case("charset")
+            || matches!(
+                value.trim().trim_matches('"').to_ascii_lowercase().as_str(),
+                "utf-8" | "utf8"
+            )
+    });
+    json && utf8
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(raw) = headers.get(CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let text = raw.to_str().unwrap_or("");
+    if is_json_content_type(text) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Unsupported Content-Type '{text}': request bodies must be application/json"),
+        ))
+    }
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("Request body is larger than the limit of {limit} bytes"),
+    )
+}
+
+/// Reads at most `limit` bytes of `body`.
+async fn read_limited(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large(limit)),
+        Err(e) => {
+            // A client that hangs up mid-body; nothing the service did wrong.
+            tracing::debug!(error = %e, "could not read the request body");
+            Err(ApiError::bad_request("Could not read the request body"))
+        }
+    }
+}
+
+/// Parses `bytes` as the JSON object a POST needs.
+pub fn parse_json_object(bytes: &[u8]) -> Result<Value, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "Request body is required: send a JSON object",
+        ));
+    }
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("Request body is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request("Request body must be a JSON object"));
+    }
+    Ok(value)
+}
+
+impl FromRequest<Arc<JobService>> for JsonObject {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &Arc<JobService>) -> Result<Self, ApiError> {
+        let limit = state.config().max_request_bytes;
+        check_content_type(req.headers())?;
+        let declared = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(too_large(limit));
+        }
+        let bytes = read_limited(req.into_body(), limit).await?;
+        parse_json_object(&bytes).map(JsonObject)
+    }
+}
+
+/// The query string as a map, decoded but not validated (core validates → 422). A repeated
+/// parameter keeps its last value, as FastAPI did for scalar parameters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueryMap(pub HashMap<String, String>);
+
+pub fn parse_query(query: Option<&str>) -> HashMap<String, String> {
+    form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryMap {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(QueryMap(parse_query(parts.uri.query())))
+    }
+}
+
+/// The one path parameter of a route (a job or batch ID). One that cannot even be decoded
+/// is "not found" like any other odd ID (§1), never a 400 or 422.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PathId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(id)| PathId(id))
+            .map_err(|_| ApiError::not_found(format!("Resource {} not found", parts.uri.path())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types() {
+        assert!(is_json_content_type("application/json"));
+        assert!(is_json_content_type("Application/JSON; charset=UTF-8"));
+        assert!(is_json_content_type("application/vnd.api+json"));
+        assert!(!is_json_content_type("text/plain"));
+        assert!(!is_json_content_type("application/x-www-form-urlencoded"));
+        assert!(!is_json_content_type("application/json; charset=latin1"));
+        assert!(!is_json_content_type(""));
+    }
+
+    #[test]
+    fn bodies_must_be_json_objects() {
+        assert!(parse_json_object(b"{\"a\": 1}").is_ok());
+        for bad in [&b""[..], b"  \n", b"{", b"[1]", b"null", b"\"x\""] {
+            assert_eq!(
+                parse_json_object(bad).unwrap_err().status,
+                StatusCode::BAD_REQUEST
+            );
+        }
+    }
+
+    #[test]
+    fn queries_decode_and_keep_the_last_value() {
+        let q = parse_query(Some("a=1&b=x%20y&a=2&c=2024-01-15T14%3A25%3A00%2B02%3A00"));
+        assert_eq!(q["a"], "2");
+        assert_eq!(q["b"], "x y");
+        assert_eq!(q["c"], "2024-01-15T14:25:00+02:00");
+        assert!(parse_query(None).is_empty());
+    }
+}

@@ -1,0 +1,225 @@
+//! One thin handler per route: parse HTTP, call the `JobService`, render. All rules of the
+//! API live in core.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde_json::{json, Value};
+use vacal_core::JobService;
+
+use crate::error::{error_body, error_json, ApiError};
+use crate::extract::{JsonObject, PathId, QueryMap};
+use crate::schema::*;
+
+type Service = State<Arc<JobService>>;
+type ApiResult = Result<Json<Value>, ApiError>;
+
+/// The OpenAPI document, serialized once when the router is built.
+#[derive(Clone)]
+pub(crate) struct OpenApiJson(pub Arc<String>);
+
+/// Public service information.
+#[utoipa::path(get, path = "/", tag = "service", security(()),
+    responses((status = 200, description = "Service information", body = ServiceInfo)))]
+pub async fn service_info() -> Json<Value> {
+    Json(json!({
+        "name": "vacal",
+        "version": env!("CARGO_PKG_VERSION"),
+        "engine_version": vacal_engine::ENGINE_VERSION,
+        "status": "running",
+        "docs": "/api/v1/openapi.json",
+        "health": "/api/v1/jobs/health",
+    }))
+}
+
+/// This document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "service",
+    responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
+pub async fn openapi_json(Extension(doc): Extension<OpenApiJson>) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        doc.0.as_str().to_owned(),
+    )
+        .into_response()
+}
+
+/// Create one asynchronous calibration job.
+#[utoipa::path(post, path = "/api/v1/calibrate/async", tag = "jobs",
+    request_body = CalibrationJobRequest,
+    responses(
+        (status = 200, description = "Job created and queued", body = JobCreatedResponse),
+        (status = 400, description = "Body missing, not JSON, or not an object", body = ErrorResponse),
+        (status = 413, description = "Body larger than MAX_REQUEST_BYTES", body = ErrorResponse),
+        (status = 415, description = "Content-Type is not JSON", body = ErrorResponse),
+        (status = 422, description = "Invalid request (§4)", body = ErrorResponse),
+    ))]
+pub async fn create_job(State(s): Service, JsonObject(body): JsonObject) -> ApiResult {
+    Ok(Json(s.create_job(&body).await?))
+}
+
+/// Status, progress, metadata and logs of a job.
+#[utoipa::path(get, path = "/api/v1/calibrate/{job_id}/status", tag = "jobs",
+    params(("job_id" = String, Path, description = "Job ID (`job_` + 12 hex)"), StatusParams),
+    responses(
+        (status = 200, description = "Job status", body = JobStatusResponse),
+        (status = 404, description = "Unknown job", body = ErrorResponse),
+        (status = 422, description = "Bad query parameter (checked before the job is looked up)", body = ErrorResponse),
+    ))]
+pub async fn job_status(State(s): Service, PathId(id): PathId, QueryMap(q): QueryMap) -> ApiResult {
+    Ok(Json(s.job_status(&id, &q).await?))
+}
+
+/// Result of a finished job.
+#[utoipa::path(get, path = "/api/v1/calibrate/{job_id}/result", tag = "jobs",
+    params(("job_id" = String, Path, description = "Job ID")),
+    responses(
+        (status = 200, description = "Result of a success, failed or timed-out job", body = JobResultResponse),
+        (status = 400, description = "Job not completed (pending, running or cancelled)", body = ErrorResponse),
+        (status = 404, description = "Unknown job", body = ErrorResponse),
+    ))]
+pub async fn job_result(State(s): Service, PathId(id): PathId) -> ApiResult {
+    Ok(Json(s.job_result(&id).await?))
+}
+
+/// Cancel a pending or running job.
+#[utoipa::path(delete, path = "/api/v1/calibrate/{job_id}", tag = "jobs",
+    params(("job_id" = String, Path, description = "Job ID")),
+    responses(
+        (status = 200, description = "Job cancelled", body = CancelResponse),
+        (status = 404, description = "Unknown job", body = ErrorResponse),
+        (status = 409, description = "Job already terminal", body = ErrorResponse),
+    ))]
+pub async fn cancel_job(State(s): Service, PathId(id): PathId) -> ApiResult {
+    Ok(Json(s.cancel_job(&id).await?))
+}
+
+/// Create a batch of jobs (all or nothing).
+#[utoipa::path(post, path = "/api/v1/calibrate/batch", tag = "batches",
+    request_body = BatchRequest,
+    responses(
+        (status = 200, description = "Batch created", body = BatchCreatedResponse),
+        (status = 400, description = "Body missing, not JSON, or not an object", body = ErrorResponse),
+        (status = 413, description = "Body larger than MAX_REQUEST_BYTES", body = ErrorResponse),
+        (status = 415, description = "Content-Type is not JSON", body = ErrorResponse),
+        (status = 422, description = "Invalid batch or member (`jobs[i].field`)", body = ErrorResponse),
+    ))]
+pub async fn create_batch(State(s): Service, JsonObject(body): JsonObject) -> ApiResult {
+    Ok(Json(s.create_batch(&body).await?))
+}
+
+/// Aggregated status of a batch.
+#[utoipa::path(get, path = "/api/v1/calibrate/batch/{batch_id}/status", tag = "batches",
+    params(("batch_id" = String, Path, description = "Batch ID (`batch_` + 12 hex)")),
+    responses(
+        (status = 200, description = "Batch status", body = BatchStatusResponse),
+        (status = 404, description = "Unknown batch", body = ErrorResponse),
+    ))]
+pub async fn batch_status(State(s): Service, PathId(id): PathId) -> ApiResult {
+    Ok(Json(s.batch_status(&id).await?))
+}
+
+/// List jobs with filters and pagination.
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs",
+    params(ListParams),
+    responses(
+        (status = 200, description = "One page of jobs, newest first", body = JobListResponse),
+        (status = 422, description = "Bad query parameter", body = ErrorResponse),
+    ))]
+pub async fn list_jobs(State(s): Service, QueryMap(q): QueryMap) -> ApiResult {
+    Ok(Json(s.list_jobs(&q).await?))
+}
+
+/// Result-cache statistics.
+#[utoipa::path(get, path = "/api/v1/cache/stats", tag = "cache",
+    responses((status = 200, description = "Cache statistics", body = CacheStatsResponse)))]
+pub async fn cache_stats(State(s): Service) -> ApiResult {
+    Ok(Json(s.cache_stats().await?))
+}
+
+/// Clear cached results.
+#[utoipa::path(delete, path = "/api/v1/cache/clear", tag = "cache",
+    params(CacheClearParams),
+    responses(
+        (status = 200, description = "Entries removed", body = CacheClearResponse),
+        (status = 400, description = "confirm=true missing", body = ErrorResponse),
+        (status = 422, description = "Bad query parameter", body = ErrorResponse),
+    ))]
+pub async fn clear_cache(State(s): Service, QueryMap(q): QueryMap) -> ApiResult {
+    Ok(Json(s.clear_cache(&q).await?))
+}
+
+/// Job-system health.
+#[utoipa::path(get, path = "/api/v1/jobs/health", tag = "service",
+    responses(
+        (status = 200, description = "The API can serve (possibly degraded)", body = HealthResponse),
+        (status = 503, description = "Storage unreachable", body = HealthUnavailableResponse),
+    ))]
+pub async fn health(State(s): Service) -> Response {
+    let (body, reachable) = s.health().await;
+    if reachable {
+        return Json(body).into_response();
+    }
+    let status = StatusCode::SERVICE_UNAVAILABLE;
+    let reason = body["error"].as_str().unwrap_or("storage unreachable");
+    let detail = format!("Job system unavailable: {reason}");
+    let extra = match body {
+        Value::Object(map) => map,
+        _ => Default::default(),
+    };
+    error_json(status, error_body(status, &detail, extra))
+}
+
+/// Job metrics over a time window.
+#[utoipa::path(get, path = "/api/v1/jobs/metrics", tag = "service",
+    params(MetricsParams),
+    responses(
+        (status = 200, description = "Metrics", body = MetricsResponse),
+        (status = 422, description = "Unknown time_range", body = ErrorResponse),
+    ))]
+pub async fn metrics(State(s): Service, QueryMap(q): QueryMap) -> ApiResult {
+    Ok(Json(s.metrics(&q).await?))
+}
+
+/// Delete a job and all its data (cancelling it first if unfinished).
+#[utoipa::path(delete, path = "/api/v1/jobs/{job_id}", tag = "jobs",
+    params(("job_id" = String, Path, description = "Job ID")),
+    responses(
+        (status = 200, description = "Job deleted", body = DeleteJobResponse),
+        (status = 404, description = "Unknown job", body = ErrorResponse),
+    ))]
+pub async fn delete_job(State(s): Service, PathId(id): PathId) -> ApiResult {
+    Ok(Json(s.delete_job(&id).await?))
+}
+
+/// Delete many jobs at once.
+#[utoipa::path(delete, path = "/api/v1/jobs/clear/all", tag = "jobs",
+    params(BulkDeleteParams),
+    responses(
+        (status = 200, description = "Jobs deleted", body = BulkDeleteResponse),
+        (status = 400, description = "confirm=true missing", body = ErrorResponse),
+        (status = 422, description = "Bad query parameter", body = ErrorResponse),
+    ))]
+pub async fn delete_all(State(s): Service, QueryMap(q): QueryMap) -> ApiResult {
+    Ok(Json(s.delete_all(&q).await?))
+}
+
+/// Re-run a failed or timed-out job as a new job.
+#[utoipa::path(post, path = "/api/v1/jobs/retry/{job_id}", tag = "jobs",
+    params(("job_id" = String, Path, description = "Job ID of a failed or timed-out job"), RetryParams),
+    responses(
+        (status = 200, description = "New job created", body = RetryResponse),
+        (status = 404, description = "Unknown job", body = ErrorResponse),
+        (status = 409, description = "Job is not failed or timed out", body = ErrorResponse),
+        (status = 422, description = "Bad query parameter", body = ErrorResponse),
+    ))]
+pub async fn retry_job(State(s): Service, PathId(id): PathId, QueryMap(q): QueryMap) -> ApiResult {
+    Ok(Json(s.retry_job(&id, &q).await?))
+}
+
+/// Unknown routes: 404 in the error format.
+pub async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("Not found: no route for {method} {}", uri.path()))
+}

@@ -1,0 +1,773 @@
+//! Request and response bodies of the API as types, for the OpenAPI document and for typed
+//! clients. Core builds responses as JSON values; these types describe them (the tests
+//! deserialize real responses into them and check the document's required fields), so a
+//! drift between the two shows up as a failing test.
+//!
+//! Fields that are always present but may be `null` are `Option` with `required = true`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+// ---------------------------------------------------------------------------------------
+// Shared values
+// ---------------------------------------------------------------------------------------
+
+/// The error body of every non-2xx response (api-reference §2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorResponse {
+    /// Human-readable, never empty; names the offending field(s) for validation failures.
+    #[schema(example = "Job job_abc123456789 not found")]
+    pub detail: String,
+    /// Equal to the HTTP status of the response.
+    #[schema(example = 404)]
+    pub status_code: u16,
+    /// When the error was produced (RFC 3339, UTC).
+    #[schema(format = DateTime, example = "2024-01-15T14:30:00Z")]
+    pub timestamp: String,
+    /// 422 only: every offending field, as a dotted path (`jobs[1].age_group`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldError>>,
+}
+
+/// One offending field of a 422.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FieldError {
+    #[schema(example = "va_data")]
+    pub field: String,
+    #[schema(example = "must contain at least one algorithm")]
+    pub message: String,
+}
+
+/// Job statuses (§6.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Pending,
+    Running,
+    Success,
+    Failed,
+    Cancelled,
+    Timeout,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobType {
+    Calibration,
+    BatchCalibration,
+}
+
+/// `neonate` (0–27 days) or `child` (1–59 months).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AgeGroup {
+    Neonate,
+    Child,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warning,
+    Error,
+    Critical,
+}
+
+// ---------------------------------------------------------------------------------------
+// Calibration request (§4)
+// ---------------------------------------------------------------------------------------
+
+/// `prior` propagates misclassification uncertainty (Dirichlet prior); `fixed` uses the
+/// posterior-mean matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MmatType {
+    Prior,
+    Fixed,
+}
+
+/// The bundled COMSA-Mozambique output of the named algorithm and age group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExampleData {
+    UseExample,
+}
+
+/// A record ID: a string or an integer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum RecordId {
+    Text(String),
+    Number(i64),
+}
+
+/// One death with its specific cause (openVA `crossVA()` / EAVA `codEAVA()` output).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeathRecord {
+    /// 1–50 characters of `[A-Za-z0-9_-]`, unique within the algorithm; `ID` is accepted too.
+    #[serde(alias = "ID")]
+    pub id: RecordId,
+    /// A specific cause known for the age group (matched case-insensitively);
+    /// `Unspecified` records are dropped.
+    #[schema(example = "Neonatal sepsis")]
+    pub cause: String,
+}
+
+/// One algorithm's data, in one of the four forms of §4.2.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum AlgorithmData {
+    /// `"use_example"`.
+    Example(ExampleData),
+    /// One record per death.
+    Records(Vec<DeathRecord>),
+    /// One row per death, one 0/1 column per broad cause in canonical order, exactly one 1.
+    Matrix(Vec<Vec<u8>>),
+    /// Death counts per broad cause, in canonical order.
+    Counts(Vec<u64>),
+    /// Death counts keyed by broad cause (missing causes count 0).
+    CountsByCause(BTreeMap<String, u64>),
+}
+
+/// VA data per algorithm: 1–3 of `eava`, `insilicova`, `interva` (`{}` is refused).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VaData {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eava: Option<AlgorithmData>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insilicova: Option<AlgorithmData>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interva: Option<AlgorithmData>,
+}
+
+/// Sampler settings (an engine extension; defaults suit production).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+pub struct McmcSettings {
+    /// Retained draws over all chains (100–1,000,000; default 5000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_mcmc: Option<u64>,
+    /// Warm-up iterations over all chains (default 5000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_burn: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_thin: Option<u64>,
+    /// Chains (1–16; default 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_chain: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// `auto`, `nuts` or `gibbs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampler: Option<String>,
+}
+
+/// `CalibrationJobRequest` (§4). Every field is optional; `{}` runs the example data
+/// (neonate, Mozambique). Unknown top-level fields are ignored with a warning log on the job.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+pub struct CalibrationJobRequest {
+    /// `null` or absent means `{"insilicova": "use_example"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub va_data: Option<VaData>,
+    /// Default `neonate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_group: Option<AgeGroup>,
+    /// Free text, 1–100 characters; countries without their own matrices use `other`.
+    /// Default `Mozambique`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 100, example = "Mozambique")]
+    pub country: Option<String>,
+    /// Default `prior`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mmat_type: Option<MmatType>,
+    /// Ensemble across algorithms; ignored with a single algorithm. Default `true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ensemble: Option<bool>,
+    /// 1–10, higher runs earlier (best effort). Default 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 10)]
+    pub priority: Option<u8>,
+    /// 1–120 (`MAX_TIMEOUT_MINUTES`); queue time counts. Default 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 120)]
+    pub timeout_minutes: Option<u32>,
+    /// Read and write the result cache (§7). Default `false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_cache: Option<bool>,
+    /// Sampler settings (engine extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcmc: Option<McmcSettings>,
+    /// User-supplied misclassification matrices per algorithm (engine extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missmat: Option<Value>,
+    /// Study cause → broad cause map (engine extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub studycause_map: Option<Value>,
+    /// Causes not to calibrate, per algorithm (engine extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub donotcalib: Option<Value>,
+    /// `learn` or `fixed` (engine extension; default `learn`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub donotcalib_type: Option<String>,
+    /// 0–1 (engine extension; default 0.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nocalib_threshold: Option<f64>,
+    /// Engine extension; default `true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_correction: Option<bool>,
+    /// Engine extension.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pshrink_strength: Option<f64>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Jobs (§5)
+// ---------------------------------------------------------------------------------------
+
+/// `POST /api/v1/calibrate/async` → 200.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobCreatedResponse {
+    #[schema(example = "job_3f9a0c1b2d4e")]
+    pub job_id: String,
+    /// Always `created` (the job itself starts as `pending`).
+    #[schema(example = "created")]
+    pub status: String,
+}
+
+/// `JobProgress` (§5.3, §6.3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobProgress {
+    pub current_step: u32,
+    /// Always 5.
+    pub total_steps: u32,
+    #[schema(example = "Running R calibration")]
+    pub step_name: String,
+    /// `current_step / total_steps × 100`.
+    pub progress_percentage: f64,
+    #[schema(required = true, format = DateTime)]
+    pub estimated_completion: Option<String>,
+}
+
+/// `JobMetadata` (§5.3), with the additive `batch_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobMetadata {
+    pub job_id: String,
+    pub job_type: JobType,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// Null until a worker picks the job up.
+    #[schema(required = true, format = DateTime)]
+    pub started_at: Option<String>,
+    /// Null until the job is terminal.
+    #[schema(required = true, format = DateTime)]
+    pub completed_at: Option<String>,
+    /// `created_at + timeout_minutes`.
+    #[schema(format = DateTime)]
+    pub timeout_at: String,
+    #[schema(minimum = 1, maximum = 10)]
+    pub priority: u8,
+    pub retry_count: u32,
+    pub max_retries: u32,
+    /// The batch of a batch member, else null.
+    #[schema(required = true)]
+    pub batch_id: Option<String>,
+}
+
+/// `JobLogEntry` (§6.4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobLogEntry {
+    #[schema(format = DateTime)]
+    pub timestamp: String,
+    pub level: LogLevel,
+    pub message: String,
+    #[schema(required = true)]
+    pub component: Option<String>,
+    #[schema(required = true)]
+    pub data: Option<Value>,
+}
+
+/// Present when the job succeeded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ResultSummary {
+    /// Keys of `result.calibrated`, `ensemble` included.
+    pub algorithms_processed: u32,
+    #[schema(required = true)]
+    pub age_group: Option<String>,
+    #[schema(required = true)]
+    pub country: Option<String>,
+    #[schema(required = true, format = DateTime)]
+    pub completion_time: Option<String>,
+}
+
+/// Present when the job failed or timed out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetails {
+    #[schema(example = "Timeout")]
+    pub error_type: String,
+    pub error_message: String,
+    #[schema(required = true)]
+    pub traceback: Option<String>,
+}
+
+/// `JobStatusResponse` (§5.3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobStatusResponse {
+    pub job_id: String,
+    pub status: JobStatus,
+    #[schema(required = true)]
+    pub progress: Option<JobProgress>,
+    pub metadata: JobMetadata,
+    /// Newest first, filtered by `log_level`, then paged.
+    pub logs: Vec<JobLogEntry>,
+    #[schema(required = true)]
+    pub result_summary: Option<ResultSummary>,
+    #[schema(required = true)]
+    pub error_details: Option<ErrorDetails>,
+}
+
+/// Where a cached result came from (§7.2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CacheInfo {
+    #[schema(format = DateTime)]
+    pub cached_at: String,
+    pub source_job_id: String,
+}
+
+/// Posterior summary of one algorithm (or the ensemble), one value per cause.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CalibratedEstimate {
+    /// Posterior mean; sums to 1.
+    pub mean: Vec<f64>,
+    /// 2.5 % posterior quantile.
+    pub lower_ci: Vec<f64>,
+    /// 97.5 % posterior quantile.
+    pub upper_ci: Vec<f64>,
+}
+
+/// The result of a successful job (§5.5). The engine adds more fields (diagnostics,
+/// resolved settings, death counts, ...); clients may ignore them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CalibrationSuccess {
+    /// `success`.
+    pub status: String,
+    /// Canonical broad-cause order labelling every array below.
+    pub causes: Vec<String>,
+    /// Uncalibrated CSMF per algorithm (+ `ensemble`).
+    pub uncalibrated: BTreeMap<String, Vec<f64>>,
+    /// Calibrated CSMF per algorithm (+ `ensemble`).
+    pub calibrated: BTreeMap<String, CalibratedEstimate>,
+    pub age_group: String,
+    pub country: String,
+    #[schema(format = DateTime)]
+    pub completed_at: String,
+    /// Copy of the top-level `cache_info` on cache hits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_info: Option<CacheInfo>,
+    /// Convergence diagnostics per algorithm (engine extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnostics: Option<Value>,
+    /// The settings the run used, defaults resolved (engine extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_version: Option<String>,
+}
+
+/// The result of a failed or timed-out job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CalibrationFailure {
+    /// `failed` or `timeout`.
+    pub status: String,
+    pub error: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum CalibrationResult {
+    // Boxed: a success result is much larger than a failure.
+    Success(Box<CalibrationSuccess>),
+    Failure(CalibrationFailure),
+}
+
+/// `JobResultResponse` (§5.5).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobResultResponse {
+    pub job_id: String,
+    /// `success`, `failed` or `timeout`.
+    pub status: JobStatus,
+    pub result: CalibrationResult,
+    pub metadata: JobMetadata,
+    /// Null unless the result came from the cache.
+    #[schema(required = true)]
+    pub cache_info: Option<CacheInfo>,
+}
+
+/// `DELETE /api/v1/calibrate/{job_id}` → 200.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CancelResponse {
+    pub job_id: String,
+    /// `cancelled`.
+    pub status: String,
+}
+
+// ---------------------------------------------------------------------------------------
+// Batches (§8)
+// ---------------------------------------------------------------------------------------
+
+/// `POST /api/v1/calibrate/batch`. Validation is all or nothing.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+pub struct BatchRequest {
+    /// 1 … `BATCH_MAX_SIZE` (50) requests.
+    #[schema(min_items = 1, max_items = 50)]
+    pub jobs: Vec<CalibrationJobRequest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 200)]
+    pub batch_name: Option<String>,
+    /// At most this many members run at once (1–10; default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 10)]
+    pub parallel_limit: Option<u32>,
+    /// Cancel the remaining members when one fails or times out. Default `false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_fast: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BatchMetadata {
+    pub batch_id: String,
+    #[schema(required = true)]
+    pub batch_name: Option<String>,
+    pub total_jobs: u32,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    pub parallel_limit: u32,
+    pub fail_fast: bool,
+}
+
+/// `POST /api/v1/calibrate/batch` → 200.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BatchCreatedResponse {
+    #[schema(example = "batch_def987654321")]
+    pub batch_id: String,
+    /// In the order of `jobs`.
+    pub job_ids: Vec<String>,
+    pub batch_metadata: BatchMetadata,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchStatus {
+    Pending,
+    Running,
+    Completed,
+    Partial,
+    Failed,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BatchMemberStatus {
+    pub job_id: String,
+    pub status: JobStatus,
+}
+
+/// `GET /api/v1/calibrate/batch/{batch_id}/status` (§8.2). The five counts sum to
+/// `total_jobs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BatchStatusResponse {
+    pub batch_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_name: Option<String>,
+    pub total_jobs: u32,
+    /// Members in `success`.
+    pub completed_jobs: u32,
+    /// Members in `failed` or `timeout`.
+    pub failed_jobs: u32,
+    pub running_jobs: u32,
+    pub pending_jobs: u32,
+    pub cancelled_jobs: u32,
+    pub batch_status: BatchStatus,
+    /// In creation order.
+    pub job_statuses: Vec<BatchMemberStatus>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Listing (§9), cache (§7), health and metrics (§10), extras (§5.1)
+// ---------------------------------------------------------------------------------------
+
+/// A `JobMetadata` with the job's status, age group and country.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobListItem {
+    pub job_id: String,
+    pub job_type: JobType,
+    pub status: JobStatus,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(required = true, format = DateTime)]
+    pub started_at: Option<String>,
+    #[schema(required = true, format = DateTime)]
+    pub completed_at: Option<String>,
+    #[schema(format = DateTime)]
+    pub timeout_at: String,
+    pub priority: u8,
+    pub retry_count: u32,
+    pub max_retries: u32,
+    #[schema(required = true)]
+    pub age_group: Option<String>,
+    #[schema(required = true)]
+    pub country: Option<String>,
+    #[schema(required = true)]
+    pub batch_id: Option<String>,
+}
+
+/// `GET /api/v1/jobs` → 200. Newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobListResponse {
+    pub jobs: Vec<JobListItem>,
+    /// Jobs matching the filters, over all pages.
+    pub total_count: u64,
+    pub page: u64,
+    pub page_size: u64,
+    /// `page × page_size < total_count`.
+    pub has_next: bool,
+}
+
+/// `GET /api/v1/cache/stats` (§7.3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CacheStatsResponse {
+    /// Live entries.
+    pub total_cached_results: u64,
+    /// Hits / look-ups × 100; 0.0 when there were none.
+    pub cache_hit_rate: f64,
+    /// MiB, 2 decimals.
+    pub total_cache_size_mb: f64,
+    #[schema(required = true, format = DateTime)]
+    pub oldest_cached_result: Option<String>,
+    #[schema(required = true, format = DateTime)]
+    pub newest_cached_result: Option<String>,
+}
+
+/// `DELETE /api/v1/cache/clear` → 200.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CacheClearResponse {
+    pub cleared_results: u64,
+    #[schema(example = "Cleared 3 cached results")]
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct QueueStats {
+    /// Jobs currently `pending`.
+    pub pending_jobs: u64,
+    /// Same number as `cache/stats.total_cached_results`.
+    pub cached_results: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_jobs: Option<u64>,
+    /// Messages waiting or in flight, when the queue could tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_depth: Option<u64>,
+}
+
+/// `GET /api/v1/jobs/health` → 200 (§10.1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HealthResponse {
+    /// `healthy` or `degraded`.
+    #[schema(example = "healthy")]
+    pub status: String,
+    /// Storage health (name kept for compatibility): `healthy` | `unhealthy`.
+    pub redis: String,
+    /// Execution health (name kept for compatibility): `healthy` | `no_workers` | `unhealthy`.
+    pub celery: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    pub queue_stats: QueueStats,
+    #[schema(format = DateTime)]
+    pub timestamp: String,
+}
+
+/// `GET /api/v1/jobs/health` → 503: storage cannot be reached. The error-body fields are
+/// added to the original's `{status, error, timestamp}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HealthUnavailableResponse {
+    /// `unhealthy`.
+    pub status: String,
+    pub error: String,
+    pub detail: String,
+    pub status_code: u16,
+    #[schema(format = DateTime)]
+    pub timestamp: String,
+}
+
+/// `GET /api/v1/jobs/metrics` → 200 (§10.2), over jobs created in the window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MetricsResponse {
+    #[schema(example = "24h")]
+    pub time_range: String,
+    pub total_jobs: u64,
+    /// Percent of finished jobs that succeeded.
+    pub success_rate: f64,
+    pub average_duration_seconds: f64,
+    pub cache_hit_rate: f64,
+    /// Percent of finished jobs that failed or timed out.
+    pub error_rate: f64,
+    /// Jobs per status (additive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_counts: Option<BTreeMap<String, u64>>,
+}
+
+/// `DELETE /api/v1/jobs/{job_id}` → 200.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeleteJobResponse {
+    pub job_id: String,
+    /// `deleted`.
+    pub status: String,
+    pub deleted_keys: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FailedDeletion {
+    pub job_id: String,
+    pub error: String,
+}
+
+/// `DELETE /api/v1/jobs/clear/all` → 200.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BulkDeleteResponse {
+    pub deleted_count: u64,
+    pub failed_count: u64,
+    pub deleted_jobs: Vec<String>,
+    /// Null when nothing failed.
+    #[schema(required = true)]
+    pub failed_jobs: Option<Vec<FailedDeletion>>,
+}
+
+/// `POST /api/v1/jobs/retry/{job_id}` → 200.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RetryResponse {
+    /// The new job.
+    pub job_id: String,
+    /// `created`.
+    pub status: String,
+    pub original_job_id: String,
+}
+
+/// `GET /` → 200: public service information.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ServiceInfo {
+    #[schema(example = "vacal")]
+    pub name: String,
+    /// Version of the service.
+    pub version: String,
+    /// Version of the calibration engine (part of every cache key).
+    pub engine_version: String,
+    /// `running`: the process answers (job-system health is `/api/v1/jobs/health`).
+    pub status: String,
+    /// Where the OpenAPI document is.
+    pub docs: String,
+    /// Where the job-system health check is.
+    pub health: String,
+}
+
+// ---------------------------------------------------------------------------------------
+// Query parameters (documentation only: handlers pass the raw map to core, which validates)
+// ---------------------------------------------------------------------------------------
+
+/// Query of `GET /api/v1/calibrate/{job_id}/status`; validated before the job is looked up.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StatusParams {
+    /// Only entries of exactly this level.
+    pub log_level: Option<LogLevel>,
+    /// 1–1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
+    pub log_limit: Option<u32>,
+    /// ≥ 0, default 0.
+    #[param(minimum = 0)]
+    pub log_offset: Option<u64>,
+}
+
+/// Query of `GET /api/v1/jobs`. Filters combine with AND.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    pub status: Option<JobStatus>,
+    /// Exact match (`calibration`, `batch_calibration`).
+    pub job_type: Option<String>,
+    pub age_group: Option<AgeGroup>,
+    /// Case-insensitive equality.
+    pub country: Option<String>,
+    /// Inclusive; `Z`, an offset, or no zone (UTC).
+    #[param(format = DateTime)]
+    pub created_after: Option<String>,
+    /// Inclusive; `Z`, an offset, or no zone (UTC).
+    #[param(format = DateTime)]
+    pub created_before: Option<String>,
+    /// ≥ 1, default 1.
+    #[param(minimum = 1)]
+    pub page: Option<u64>,
+    /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
+    pub page_size: Option<u64>,
+}
+
+/// Query of `DELETE /api/v1/cache/clear`.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CacheClearParams {
+    /// Must be `true` (or `1`), else 400.
+    pub confirm: Option<bool>,
+    /// Only entries of this age group.
+    pub age_group: Option<AgeGroup>,
+    /// Only entries of this country.
+    pub country: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub enum TimeRange {
+    #[serde(rename = "1h")]
+    Hour,
+    #[serde(rename = "24h")]
+    Day,
+    #[serde(rename = "7d")]
+    Week,
+    #[serde(rename = "30d")]
+    Month,
+}
+
+/// Query of `GET /api/v1/jobs/metrics`.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MetricsParams {
+    /// Default `24h`.
+    pub time_range: Option<TimeRange>,
+}
+
+/// Query of `DELETE /api/v1/jobs/clear/all`.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct BulkDeleteParams {
+    /// Must be `true` (or `1`), else 400.
+    pub confirm: Option<bool>,
+    pub status: Option<JobStatus>,
+    pub age_group: Option<AgeGroup>,
+}
+
+/// Query of `POST /api/v1/jobs/retry/{job_id}`.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RetryParams {
+    pub modify_params: Option<bool>,
+    /// 1–10; default: the original job's.
+    #[param(minimum = 1, maximum = 10)]
+    pub new_priority: Option<u8>,
+    /// 1–120; default: the original job's.
+    #[param(minimum = 1, maximum = 120)]
+    pub new_timeout: Option<u32>,
+}

@@ -1,0 +1,93 @@
+//! Create throughput on the SQLite store: `cargo test -p vacal-local --release --test
+//! throughput -- --ignored --nocapture`. Ignored by default: it measures, it does not check.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{TimeDelta, Utc};
+use tokio::task::JoinSet;
+use vacal_core::conformance::sample_job;
+use vacal_core::domain::{LogEntry, LogLevel};
+use vacal_core::ports::{JobQueue, JobStore};
+use vacal_local::SqliteStore;
+
+/// Concurrent callers (`THROUGHPUT_TASKS`, default 32), like requests in flight at a server.
+fn tasks() -> usize {
+    std::env::var("THROUGHPUT_TASKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32)
+}
+const TOTAL: usize = 8000;
+
+async fn measure<F, Fut>(label: &'static str, store: &Arc<SqliteStore>, op: F)
+where
+    F: Fn(Arc<SqliteStore>, String) -> Fut + Send + Sync + Copy + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let started = Instant::now();
+    let mut set = JoinSet::new();
+    let tasks = tasks();
+    for t in 0..tasks {
+        let store = store.clone();
+        set.spawn(async move {
+            for i in 0..TOTAL / tasks {
+                op(store.clone(), format!("{label}_{t:03}_{i:05}")).await;
+            }
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.unwrap();
+    }
+    let n = TOTAL / tasks * tasks;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{label}: {n} in {secs:.2} s = {:.0}/s ({tasks} concurrent tasks)",
+        n as f64 / secs
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn create_throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = vacal_local::open(dir.path()).unwrap();
+    let store = Arc::new(store);
+    measure("insert_job", &store, |s, id| async move {
+        s.insert_job(&sample_job(&id, Utc::now())).await.unwrap();
+    })
+    .await;
+    measure("append_log", &store, |s, id| async move {
+        let entry = LogEntry::new(
+            Utc::now(),
+            LogLevel::Info,
+            "api",
+            "Job created with priority 5",
+        );
+        s.append_log(&id, &entry, 1000).await.unwrap();
+    })
+    .await;
+    measure("send", &store, |s, id| async move {
+        s.send(&id, 5, Duration::ZERO).await.unwrap();
+    })
+    .await;
+    measure("create", &store, |s, id| async move {
+        let now = Utc::now();
+        s.insert_job(&sample_job(&id, now)).await.unwrap();
+        let entry = LogEntry::new(now, LogLevel::Info, "api", "Job created with priority 5");
+        s.append_log(&id, &entry, 1000).await.unwrap();
+        s.send(&id, 5, Duration::ZERO).await.unwrap();
+    })
+    .await;
+    let now = Utc::now();
+    let started = Instant::now();
+    let (page, total) = store
+        .list_jobs(&Default::default(), 0, 20, now + TimeDelta::seconds(1))
+        .await
+        .unwrap();
+    println!(
+        "list_jobs first page of {total}: {} in {:?}",
+        page.len(),
+        started.elapsed()
+    );
+}
