@@ -6,7 +6,8 @@
 //! commit costs about as much for one insert as for fifty, because every insert dirties the
 //! same few index pages. Reads run on tokio's blocking pool over a few more connections,
 //! which WAL lets run beside the writer. Each record is stored whole as JSON, with the
-//! columns that queries filter or sort on copied beside it.
+//! columns that queries filter or sort on copied beside it. A background thread
+//! checkpoints the WAL, so the fsync that a checkpoint needs is off the write path.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
@@ -34,6 +35,11 @@ const SCHEMA_VERSION: i64 = 1;
 const READERS: usize = 4;
 /// Most writes committed together; bounds how long the first of them waits.
 const MAX_GROUP: usize = 256;
+/// How often the background thread checkpoints the WAL into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+/// WAL pages after which the writer checkpoints by itself (only if the thread falls far
+/// behind; 10,000 pages is 40 MiB).
+const BACKSTOP_CHECKPOINT_PAGES: i64 = 10_000;
 /// How long a connection waits for another process's lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -116,6 +122,9 @@ struct Inner {
     /// To the writer thread; `None` only while dropping.
     writes: Option<mpsc::Sender<Box<dyn PendingWrite>>>,
     writer: Option<JoinHandle<()>>,
+    /// Dropping it stops the checkpointer.
+    stop_checkpoints: Option<mpsc::Sender<()>>,
+    checkpointer: Option<JoinHandle<()>>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
     clock: Arc<dyn Clock>,
@@ -125,6 +134,10 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // Closing the channel stops the writer after the writes already sent; joining it
         // means the database is closed once the last clone is gone (a reopen follows).
+        self.stop_checkpoints = None;
+        if let Some(checkpointer) = self.checkpointer.take() {
+            let _ = checkpointer.join();
+        }
         self.writes = None;
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
@@ -149,6 +162,10 @@ impl SqliteStore {
     pub fn open_with_clock(path: &Path, clock: Arc<dyn Clock>) -> StoreResult<Self> {
         let opened = (|| -> Result<Self, Failure> {
             let writer = connect(path)?;
+            // The writer touches every index; keep more of them in memory than the 2 MiB
+            // default as the tables grow.
+            writer.pragma_update(None, "cache_size", -32_768)?;
+            writer.pragma_update(None, "wal_autocheckpoint", BACKSTOP_CHECKPOINT_PAGES)?;
             let mode: String = writer.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
             if !mode.eq_ignore_ascii_case("wal") {
                 return Err(other(format!("cannot enable WAL (journal_mode is {mode})")));
@@ -161,6 +178,12 @@ impl SqliteStore {
                     Ok(Mutex::new(conn))
                 })
                 .collect::<Result<Vec<_>, Failure>>()?;
+            let checkpoints = connect(path)?;
+            let (stop_checkpoints, stopped) = mpsc::channel();
+            let checkpointer = std::thread::Builder::new()
+                .name("vacal-sqlite-checkpoint".into())
+                .spawn(move || checkpoint_loop(checkpoints, stopped))
+                .map_err(|e| other(format!("cannot start the checkpoint thread: {e}")))?;
             let (writes, queued) = mpsc::channel();
             let writer = std::thread::Builder::new()
                 .name("vacal-sqlite-writer".into())
@@ -170,6 +193,8 @@ impl SqliteStore {
                 inner: Arc::new(Inner {
                     writes: Some(writes),
                     writer: Some(writer),
+                    stop_checkpoints: Some(stop_checkpoints),
+                    checkpointer: Some(checkpointer),
                     readers,
                     next_reader: AtomicUsize::new(0),
                     clock,
@@ -303,6 +328,17 @@ fn commit_group(conn: &mut Connection, group: &mut [Box<dyn PendingWrite>]) -> R
     }
     tx.commit()?;
     Ok(())
+}
+
+/// Copies committed WAL pages into the database file until `stop` closes. PASSIVE never
+/// waits for (or blocks) the writer or readers; the writer restarts the WAL from its
+/// beginning once everything in it has been copied.
+fn checkpoint_loop(conn: Connection, stop: mpsc::Receiver<()>) {
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
+    }
 }
 
 /// A poisoned mutex only means a panic elsewhere; rusqlite rolls an unfinished transaction

@@ -34,3 +34,19 @@ async fn the_suite_also_passes_on_a_current_thread_runtime() {
     let dirs = Arc::new(Mutex::new(Vec::new()));
     conformance::run_all(factory(&dirs)).await;
 }
+
+/// The lenient queue mode (for cloud queues) must pass on a strict queue too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lenient_queue_checks_pass_too() {
+    let dirs = Arc::new(Mutex::new(Vec::new()));
+    let config = conformance::SuiteConfig {
+        strict_queue: false,
+        ..Default::default()
+    };
+    let mut make = factory(&dirs);
+    conformance::queue_suite(&config, || {
+        let adapters = make();
+        async move { adapters.await.queue }
+    })
+    .await;
+}

@@ -20,7 +20,15 @@ fn tasks() -> usize {
 }
 const TOTAL: usize = 8000;
 
-async fn measure<F, Fut>(label: &'static str, store: &Arc<SqliteStore>, op: F)
+/// SplitMix64: distinct inputs give distinct, evenly spread outputs.
+fn spread(n: u64) -> u64 {
+    let mut z = n.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+async fn measure<F, Fut>(label: &'static str, phase: usize, store: &Arc<SqliteStore>, op: F)
 where
     F: Fn(Arc<SqliteStore>, String) -> Fut + Send + Sync + Copy + 'static,
     Fut: std::future::Future<Output = ()> + Send,
@@ -32,7 +40,9 @@ where
         let store = store.clone();
         set.spawn(async move {
             for i in 0..TOTAL / tasks {
-                op(store.clone(), format!("{label}_{t:03}_{i:05}")).await;
+                // Random-looking IDs, as `RandomIds` makes: index inserts land all over.
+                let n = (phase * 1_000_000 + t * TOTAL + i) as u64;
+                op(store.clone(), format!("job_{:012x}", spread(n) >> 16)).await;
             }
         });
     }
@@ -53,11 +63,11 @@ async fn create_throughput() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = vacal_local::open(dir.path()).unwrap();
     let store = Arc::new(store);
-    measure("insert_job", &store, |s, id| async move {
+    measure("insert_job", 0, &store, |s, id| async move {
         s.insert_job(&sample_job(&id, Utc::now())).await.unwrap();
     })
     .await;
-    measure("append_log", &store, |s, id| async move {
+    measure("append_log", 1, &store, |s, id| async move {
         let entry = LogEntry::new(
             Utc::now(),
             LogLevel::Info,
@@ -67,11 +77,11 @@ async fn create_throughput() {
         s.append_log(&id, &entry, 1000).await.unwrap();
     })
     .await;
-    measure("send", &store, |s, id| async move {
+    measure("send", 2, &store, |s, id| async move {
         s.send(&id, 5, Duration::ZERO).await.unwrap();
     })
     .await;
-    measure("create", &store, |s, id| async move {
+    measure("create", 3, &store, |s, id| async move {
         let now = Utc::now();
         s.insert_job(&sample_job(&id, now)).await.unwrap();
         let entry = LogEntry::new(now, LogLevel::Info, "api", "Job created with priority 5");
