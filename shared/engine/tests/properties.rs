@@ -2,6 +2,7 @@
 
 use proptest::prelude::*;
 use serde_json::{json, Value};
+use vacal_engine::request::KNOWN_FIELDS;
 use vacal_engine::{calibrate, CalibrationRequest, EngineError, NoProgress};
 
 /// Any JSON value, a few levels deep, with the strings and numbers requests are made of.
@@ -64,22 +65,6 @@ fn arbitrary_json() -> impl Strategy<Value = Value> {
     })
 }
 
-const TOP_FIELDS: [&str; 13] = [
-    "va_data",
-    "age_group",
-    "country",
-    "mmat_type",
-    "ensemble",
-    "missmat",
-    "studycause_map",
-    "donotcalib",
-    "donotcalib_type",
-    "nocalib_threshold",
-    "path_correction",
-    "pshrink_strength",
-    "mcmc",
-];
-
 fn valid_request() -> Value {
     json!({
         "va_data": {"eava": [44, 168, 267, 268, 29, 164], "interva": "use_example"},
@@ -124,7 +109,7 @@ proptest! {
 
     #[test]
     fn a_valid_request_with_one_field_replaced_never_panics(
-        field in prop::sample::select(TOP_FIELDS.to_vec()),
+        field in prop::sample::select(KNOWN_FIELDS.to_vec()),
         value in arbitrary_json(),
     ) {
         let mut body = valid_request();
