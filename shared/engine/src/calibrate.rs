@@ -348,6 +348,27 @@ fn uncalibrated_row(name: &str, pu: &[f64], calibrated_causes: Vec<bool>) -> Row
     }
 }
 
+fn calibrated_row(
+    name: &str,
+    pu: &[f64],
+    summary: Summary,
+    calibrated_causes: Vec<bool>,
+    diagnostics: Diagnostics,
+) -> RowResult {
+    RowResult {
+        name: name.to_string(),
+        uncalibrated: pu.to_vec(),
+        uncalibrated_percentage: percentages(pu),
+        calibrated_percentage: percentages(&summary.mean),
+        mean: summary.mean,
+        lower_ci: summary.lower,
+        upper_ci: summary.upper,
+        calibrated: true,
+        calibrated_causes,
+        diagnostics: Some(diagnostics),
+    }
+}
+
 fn calibrate_prepared(
     prepared: &Prepared,
     mcmc: &McmcRequest,
@@ -416,18 +437,7 @@ fn calibrate_prepared(
             &summary.mean,
             pu,
         ));
-        rows.push(RowResult {
-            name: name.clone(),
-            uncalibrated: pu.clone(),
-            uncalibrated_percentage: percentages(pu),
-            calibrated_percentage: percentages(&summary.mean),
-            mean: summary.mean,
-            lower_ci: summary.lower,
-            upper_ci: summary.upper,
-            calibrated: true,
-            calibrated_causes: in_s,
-            diagnostics: Some(diagnostics),
-        });
+        rows.push(calibrated_row(name, pu, summary, in_s, diagnostics));
     }
 
     let mut deaths_calibrated_ensemble = None;
@@ -503,18 +513,7 @@ fn calibrate_prepared(
                     .map(|observed| calibrated_deaths(observed, &s_idx, &summary.mean, &pu))
                     .collect(),
             );
-            rows.push(RowResult {
-                name: "ensemble".to_string(),
-                uncalibrated: pu.clone(),
-                uncalibrated_percentage: percentages(&pu),
-                calibrated_percentage: percentages(&summary.mean),
-                mean: summary.mean,
-                lower_ci: summary.lower,
-                upper_ci: summary.upper,
-                calibrated: true,
-                calibrated_causes: in_s,
-                diagnostics: Some(diagnostics),
-            });
+            rows.push(calibrated_row("ensemble", &pu, summary, in_s, diagnostics));
         }
     }
 
