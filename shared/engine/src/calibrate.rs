@@ -2,8 +2,8 @@
 
 use std::time::Instant;
 
-use nuts_rs::rand::rngs::ChaCha8Rng;
-use nuts_rs::rand::SeedableRng;
+use rand::rngs::ChaCha8Rng;
+use rand::SeedableRng;
 
 use crate::diagnostics::diagnose_samples;
 use crate::error::EngineError;

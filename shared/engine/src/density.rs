@@ -18,10 +18,8 @@
 //! increasing `i`) the `|S_k| − 1` coordinates of `θ_ki`.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 
-use nuts_rs::rand::{Rng, RngExt};
-use nuts_rs::{CpuLogpFunc, CpuMathError, HasDims, LogpError};
+use rand::{Rng, RngExt};
 
 use crate::model::{Misclassification, ModelSpec};
 
@@ -29,17 +27,6 @@ use crate::model::{Misclassification, ModelSpec};
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("invalid model: {0}")]
 pub struct InvalidSpec(pub String);
-
-/// The log posterior was not finite at a position; NUTS treats this like a divergence.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("log posterior is not finite ({0})")]
-pub struct NonFiniteLogp(pub f64);
-
-impl LogpError for NonFiniteLogp {
-    fn is_recoverable(&self) -> bool {
-        true
-    }
-}
 
 #[derive(Debug, Clone)]
 enum Term {
@@ -603,51 +590,12 @@ fn likelihood_weights(counts: &[f64], q: &[f64], w: &mut [f64]) -> f64 {
     lp
 }
 
-impl HasDims for Posterior {
-    fn dim_sizes(&self) -> HashMap<String, u64> {
-        HashMap::from([
-            ("unconstrained_parameter".to_string(), self.dim as u64),
-            ("cause".to_string(), self.d as u64),
-        ])
-    }
-}
-
-impl CpuLogpFunc for Posterior {
-    type LogpError = NonFiniteLogp;
-    type FlowParameters = ();
-    /// Expanded draws are the CSMF `p`.
-    type ExpandedVector = Vec<f64>;
-
-    fn dim(&self) -> usize {
-        self.dim
-    }
-
-    fn logp(&mut self, position: &[f64], gradient: &mut [f64]) -> Result<f64, NonFiniteLogp> {
-        let lp = self.logp_and_grad(position, gradient);
-        if lp.is_finite() {
-            Ok(lp)
-        } else {
-            Err(NonFiniteLogp(lp))
-        }
-    }
-
-    fn expand_vector<R: Rng + ?Sized>(
-        &mut self,
-        _rng: &mut R,
-        array: &[f64],
-    ) -> Result<Vec<f64>, CpuMathError> {
-        let mut p = vec![0.0; self.d];
-        self.p_from_position(array, &mut p);
-        Ok(p)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::AlgorithmTerm;
-    use nuts_rs::rand::rngs::ChaCha8Rng;
-    use nuts_rs::rand::SeedableRng;
+    use rand::rngs::ChaCha8Rng;
+    use rand::SeedableRng;
 
     fn alpha_matrix(d: usize, diag: f64, rng: &mut ChaCha8Rng) -> Vec<Vec<f64>> {
         (0..d)
@@ -876,7 +824,7 @@ mod tests {
         let y = vec![600.0; n];
         assert!(post.logp_and_grad(&y, &mut grad).is_finite());
         assert!(grad.iter().all(|g| g.is_finite()));
-        // q underflows to exactly 0 for a cause with deaths: a recoverable error, not a panic.
+        // q underflows to exactly 0 for a cause with deaths: a non-finite value, not a panic.
         let fixed = ModelSpec {
             p_prior: vec![1.0; 3],
             terms: vec![AlgorithmTerm {
@@ -889,10 +837,9 @@ mod tests {
                 ]),
             }],
         };
-        let mut post = Posterior::new(&fixed).unwrap();
+        let post = Posterior::new(&fixed).unwrap();
         let mut grad = vec![0.0; 2];
-        let err = post.logp(&[1e4, 0.0], &mut grad).unwrap_err();
-        assert!(err.is_recoverable());
+        assert!(!post.logp_and_grad(&[1e4, 0.0], &mut grad).is_finite());
     }
 
     fn ulps(a: f64, exact: f64) -> f64 {

@@ -1,24 +1,23 @@
-//! NUTS with diagonal mass-matrix adaptation (via nuts-rs) on the posterior of [`ModelSpec`].
+//! NUTS on the posterior of [`ModelSpec`]: Stan's algorithm (multinomial sampling along the
+//! trajectory, the generalised no-U-turn criterion with the extra checks across sub-trees, dual
+//! averaging of the step size, windowed estimation of a diagonal metric), written for this
+//! density.
 //!
-//! The diagonal is estimated from the variances of the warm-up draws alone (as Stan does), not
-//! with nutpie's default `sqrt(var(draws) / var(gradients))`. On this posterior the two are far
-//! apart: the CSMF coordinates near the simplex boundary have a long, exponential tail in
-//! log-ratio space and the misclassification rows couple bilinearly to `p`, so the gradient
-//! variance overstates the curvature the sampler meets away from the mode. With the draw
-//! variance, NUTS takes about twice as many leapfrog steps per draw on ensembles, but the bulk
-//! ESS of `p` per draw is three to four times higher (per gradient, twice as efficient);
-//! single-algorithm fits are unchanged per gradient.
+//! The model has at most a few hundred coordinates and a density that costs a few hundred
+//! nanoseconds, so a general-purpose sampler's bookkeeping per leapfrog step (nuts-rs 0.19
+//! spent about as long per step as the density itself) was half the run time. Here a
+//! transition allocates nothing: the tree works in buffers owned by the chain.
 //!
-//! Chain `c` draws its initial position and seeds nuts-rs from a ChaCha8 RNG seeded with
-//! `settings.seed` on stream `c`, so the draws do not depend on the number of threads.
+//! Chain `c` draws its initial position and all its random numbers from a ChaCha8 RNG seeded
+//! with `settings.seed` on stream `c`, so the draws do not depend on the number of threads.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use nuts_rs::rand::rngs::ChaCha8Rng;
-use nuts_rs::rand::SeedableRng;
-use nuts_rs::{Chain, CpuMath, DiagNutsSettings, Settings};
+use rand::rngs::ChaCha8Rng;
+use rand::{RngExt, SeedableRng};
+use rand_distr::{Distribution, StandardNormal};
 
 use crate::density::Posterior;
 use crate::mcmc::{CancelCheck, ChainDraws, McmcSettings, SamplerError, Samples};
@@ -28,14 +27,14 @@ use crate::model::ModelSpec;
 const CANCEL_POLL: usize = 50;
 /// Random initial positions tried before giving up (Stan also tries 100).
 const INIT_TRIES: usize = 100;
+/// An energy error above this ends the trajectory as divergent (Stan's `max_deltaH`).
+const MAX_DELTA_H: f64 = 1000.0;
 
 /// Samples `p` from the posterior of `spec` with NUTS.
 ///
 /// Every chain runs `warmup_per_chain` adaptation iterations and then
 /// `draws_per_chain × thin` iterations, of which every `thin`-th (starting with the first) is
-/// kept. Divergences and maximum-tree-depth hits are counted after warm-up; a depth hit is a
-/// trajectory of at least `2^max_depth − 1` leapfrog steps, i.e. every doubling up to
-/// `max_depth` was integrated (what Stan reports as `treedepth__ == max_depth`).
+/// kept. Divergences and maximum-tree-depth hits are counted after warm-up.
 pub fn sample_nuts(
     spec: &ModelSpec,
     settings: &McmcSettings,
@@ -50,8 +49,7 @@ pub fn sample_nuts(
 struct ChainStats {
     iterations: u64,
     leapfrog_steps: u64,
-    gradients: u64,
-    warmup_gradients: u64,
+    warmup_leapfrog_steps: u64,
     step_size: f64,
 }
 
@@ -63,10 +61,8 @@ enum ChainOutcome {
 }
 
 struct Plan<'a> {
-    nuts: DiagNutsSettings,
     settings: &'a McmcSettings,
     total_iterations: usize,
-    depth_hit_steps: u64,
     cancel: CancelCheck<'a>,
     stop: &'a AtomicBool,
 }
@@ -88,6 +84,12 @@ fn validate(settings: &McmcSettings) -> Result<usize, SamplerError> {
             settings.target_accept
         )));
     }
+    if settings.max_depth == 0 || settings.max_depth > 30 {
+        return Err(failed(format!(
+            "max_depth must be in 1..=30, got {}",
+            settings.max_depth
+        )));
+    }
     settings
         .draws_per_chain
         .checked_mul(settings.thin)
@@ -103,36 +105,6 @@ fn run(
     let total_iterations = validate(settings)?;
     let posterior = Posterior::new(spec).map_err(failed)?;
 
-    let defaults = DiagNutsSettings::default();
-    let mut adapt_options = defaults.adapt_options;
-    adapt_options.step_size_settings.target_accept = settings.target_accept;
-    adapt_options.mass_matrix_options.store_mass_matrix = false;
-    // See the module documentation.
-    adapt_options.mass_matrix_options.use_grad_based_estimate = false;
-    let nuts = DiagNutsSettings {
-        num_tune: settings.warmup_per_chain as u64,
-        num_draws: (total_iterations - settings.warmup_per_chain) as u64,
-        maxdepth: settings.max_depth,
-        num_chains: settings.chains,
-        seed: settings.seed,
-        adapt_options,
-        // Nothing beyond `Progress` is read, so keep nuts-rs from collecting anything else.
-        store_gradient: false,
-        store_unconstrained: false,
-        store_transformed: false,
-        store_divergences: false,
-        // Soft clipping (default at |g| = 1e10) makes the dynamics inexact and costs a pass
-        // per gradient; this density's gradients are bounded by the counts and prior weights.
-        gradient_clipping: None,
-        ..defaults
-    };
-
-    // A full tree of depth D takes 2^D − 1 leapfrog steps.
-    let depth_hit_steps = u32::try_from(settings.max_depth)
-        .ok()
-        .and_then(|depth| 1u64.checked_shl(depth))
-        .map_or(u64::MAX, |size| size - 1);
-
     let chains = settings.chains;
     let threads = settings
         .threads
@@ -141,10 +113,8 @@ fn run(
 
     let stop = AtomicBool::new(false);
     let plan = Plan {
-        nuts,
         settings,
         total_iterations,
-        depth_hit_steps,
         cancel,
         stop: &stop,
     };
@@ -160,7 +130,7 @@ fn run(
         let outcome = if stop.load(Ordering::Relaxed) {
             ChainOutcome::Aborted
         } else {
-            // A panic inside nuts-rs must not take the caller down with it.
+            // A panic in a chain must not take the caller down with it.
             catch_unwind(AssertUnwindSafe(|| run_chain(&plan, &posterior, c))).unwrap_or_else(
                 |panic| {
                     let msg = panic
@@ -224,23 +194,21 @@ fn run_chain(plan: &Plan, posterior: &Posterior, c: usize) -> ChainOutcome {
 /// `Ok(None)`: stopped because another chain failed.
 fn run_chain_inner(
     plan: &Plan,
-    template: &Posterior,
+    posterior: &Posterior,
     c: usize,
 ) -> Result<Option<(ChainDraws, ChainStats)>, SamplerError> {
     let settings = plan.settings;
     let mut rng = ChaCha8Rng::seed_from_u64(settings.seed);
     rng.set_stream(c as u64);
 
-    let posterior = template.clone();
     let dim = posterior.dim();
     let d = posterior.num_causes();
-    let mut init = vec![0.0; dim];
-    let mut grad = vec![0.0; dim];
+    let mut state = Point::new(dim);
     let mut found = false;
     for _ in 0..INIT_TRIES {
-        posterior.random_position(&mut rng, &mut init);
-        let lp = posterior.logp_and_grad(&init, &mut grad);
-        if lp.is_finite() && grad.iter().all(|g| g.is_finite()) {
+        posterior.random_position(&mut rng, &mut state.q);
+        state.logp = posterior.logp_and_grad(&state.q, &mut state.g);
+        if state.logp.is_finite() && state.g.iter().all(|g| g.is_finite()) {
             found = true;
             break;
         }
@@ -251,16 +219,15 @@ fn run_chain_inner(
         )));
     }
 
-    let math = CpuMath::new(posterior);
-    let mut chain = plan
-        .nuts
-        .new_chain(c as u64, math, &mut rng)
-        .map_err(|e| failed(format!("chain {c}: {e:#}")))?;
-    chain
-        .set_position(&init)
-        .map_err(|e| failed(format!("chain {c}: initialisation: {e:#}")))?;
-
     let warmup = settings.warmup_per_chain;
+    let max_depth = settings.max_depth as usize;
+    let mut nuts = Nuts::new(posterior, dim, max_depth);
+    let mut adapt = Adaptation::new(warmup, dim, settings.target_accept);
+    if warmup > 0 {
+        nuts.step_size = nuts.find_reasonable_step_size(&state, 1.0, &mut rng);
+        adapt.step_size.restart(nuts.step_size);
+    }
+
     let mut out = ChainDraws {
         draws: Vec::with_capacity(settings.draws_per_chain),
         divergences: 0,
@@ -277,26 +244,690 @@ fn run_chain_inner(
                 return Err(SamplerError::Cancelled);
             }
         }
-        let (position, progress) = chain
-            .draw()
-            .map_err(|e| failed(format!("chain {c}, iteration {it}: {e:#}")))?;
+        let transition = nuts.transition(&mut state, &mut rng);
         if it < warmup {
-            stats.warmup_gradients += progress.num_gradients;
+            stats.warmup_leapfrog_steps += transition.leapfrog_steps;
+            nuts.step_size = adapt.step_size.learn(transition.accept_stat);
+            if adapt.metric.learn(&state.q, &mut nuts.inv_metric) {
+                // A new metric: restart the step-size search from a sensible value (as Stan).
+                nuts.step_size = nuts.find_reasonable_step_size(&state, nuts.step_size, &mut rng);
+                adapt.step_size.restart(nuts.step_size);
+            }
+            if it + 1 == warmup {
+                nuts.step_size = adapt.step_size.final_step_size();
+            }
             continue;
         }
-        out.divergences += usize::from(progress.diverging);
-        out.max_depth_hits += usize::from(progress.num_steps >= plan.depth_hit_steps);
+        out.divergences += usize::from(transition.divergent);
+        out.max_depth_hits += usize::from(transition.depth >= max_depth);
         stats.iterations += 1;
-        stats.leapfrog_steps += progress.num_steps;
-        stats.gradients += progress.num_gradients;
-        stats.step_size = progress.step_size;
+        stats.leapfrog_steps += transition.leapfrog_steps;
+        stats.step_size = nuts.step_size;
         if (it - warmup).is_multiple_of(settings.thin) {
             let mut p = vec![0.0; d];
-            template.p_from_position(&position, &mut p);
+            posterior.p_from_position(&state.q, &mut p);
             out.draws.push(p);
         }
     }
     Ok(Some((out, stats)))
+}
+
+/// A point in phase space: position, momentum, gradient and log density at the position.
+#[derive(Debug, Clone)]
+struct Point {
+    q: Vec<f64>,
+    p: Vec<f64>,
+    g: Vec<f64>,
+    logp: f64,
+}
+
+impl Point {
+    fn new(dim: usize) -> Self {
+        Point {
+            q: vec![0.0; dim],
+            p: vec![0.0; dim],
+            g: vec![0.0; dim],
+            logp: f64::NEG_INFINITY,
+        }
+    }
+
+    fn copy_from(&mut self, other: &Point) {
+        self.copy_state_from(other);
+        self.p.copy_from_slice(&other.p);
+    }
+
+    /// Copies all but the momentum, which a proposal does not need.
+    fn copy_state_from(&mut self, other: &Point) {
+        self.q.copy_from_slice(&other.q);
+        self.g.copy_from_slice(&other.g);
+        self.logp = other.logp;
+    }
+}
+
+/// Buffers of one level of the tree recursion (the momenta and sums of its two halves).
+#[derive(Debug, Clone, Default)]
+struct Level {
+    p_init_end: Vec<f64>,
+    p_sharp_init_end: Vec<f64>,
+    rho_init: Vec<f64>,
+    p_final_beg: Vec<f64>,
+    p_sharp_final_beg: Vec<f64>,
+    rho_final: Vec<f64>,
+    propose_final: Option<Point>,
+}
+
+impl Level {
+    fn new(dim: usize) -> Self {
+        Level {
+            p_init_end: vec![0.0; dim],
+            p_sharp_init_end: vec![0.0; dim],
+            rho_init: vec![0.0; dim],
+            p_final_beg: vec![0.0; dim],
+            p_sharp_final_beg: vec![0.0; dim],
+            rho_final: vec![0.0; dim],
+            propose_final: Some(Point::new(dim)),
+        }
+    }
+}
+
+/// Ends of the whole trajectory and their momenta, for [`Nuts::transition`].
+struct Ends {
+    fwd: Point,
+    bck: Point,
+    sample: Point,
+    propose: Point,
+    p_fwd_fwd: Vec<f64>,
+    p_sharp_fwd_fwd: Vec<f64>,
+    p_fwd_bck: Vec<f64>,
+    p_sharp_fwd_bck: Vec<f64>,
+    p_bck_fwd: Vec<f64>,
+    p_sharp_bck_fwd: Vec<f64>,
+    p_bck_bck: Vec<f64>,
+    p_sharp_bck_bck: Vec<f64>,
+    rho: Vec<f64>,
+    rho_fwd: Vec<f64>,
+    rho_bck: Vec<f64>,
+}
+
+impl Ends {
+    fn new(dim: usize) -> Self {
+        let v = || vec![0.0; dim];
+        Ends {
+            fwd: Point::new(dim),
+            bck: Point::new(dim),
+            sample: Point::new(dim),
+            propose: Point::new(dim),
+            p_fwd_fwd: v(),
+            p_sharp_fwd_fwd: v(),
+            p_fwd_bck: v(),
+            p_sharp_fwd_bck: v(),
+            p_bck_fwd: v(),
+            p_sharp_bck_fwd: v(),
+            p_bck_bck: v(),
+            p_sharp_bck_bck: v(),
+            rho: v(),
+            rho_fwd: v(),
+            rho_bck: v(),
+        }
+    }
+}
+
+/// What one transition did.
+#[derive(Debug, Clone, Copy)]
+struct Transition {
+    accept_stat: f64,
+    leapfrog_steps: u64,
+    depth: usize,
+    divergent: bool,
+}
+
+/// The no-U-turn sampler with a diagonal metric for one chain.
+struct Nuts<'a> {
+    posterior: &'a Posterior,
+    /// Diagonal of the inverse metric (the estimated posterior variances).
+    inv_metric: Vec<f64>,
+    step_size: f64,
+    max_depth: usize,
+    /// The point being integrated.
+    z: Point,
+    levels: Vec<Level>,
+    ends: Option<Box<Ends>>,
+    // Per-transition accumulators.
+    h0: f64,
+    leapfrog_steps: u64,
+    sum_metro_prob: f64,
+    divergent: bool,
+}
+
+#[inline]
+fn log_sum_exp(a: f64, b: f64) -> f64 {
+    if a == f64::NEG_INFINITY {
+        return b;
+    }
+    if b == f64::NEG_INFINITY {
+        return a;
+    }
+    let m = a.max(b);
+    m + ((a - m).exp() + (b - m).exp()).ln()
+}
+
+#[inline]
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// The no-U-turn criterion for a trajectory with momentum sum `rho = rho_a + rho_b` and
+/// end-point velocities `sharp_minus`, `sharp_plus`.
+#[inline]
+fn no_u_turn(sharp_minus: &[f64], sharp_plus: &[f64], rho_a: &[f64], rho_b: &[f64]) -> bool {
+    dot(sharp_plus, rho_a) + dot(sharp_plus, rho_b) > 0.0
+        && dot(sharp_minus, rho_a) + dot(sharp_minus, rho_b) > 0.0
+}
+
+fn add_into(acc: &mut [f64], x: &[f64]) {
+    acc.iter_mut().zip(x).for_each(|(a, b)| *a += b);
+}
+
+impl<'a> Nuts<'a> {
+    fn new(posterior: &'a Posterior, dim: usize, max_depth: usize) -> Self {
+        Nuts {
+            posterior,
+            inv_metric: vec![1.0; dim],
+            step_size: 1.0,
+            max_depth,
+            z: Point::new(dim),
+            levels: (0..max_depth).map(|_| Level::new(dim)).collect(),
+            ends: Some(Box::new(Ends::new(dim))),
+            h0: 0.0,
+            leapfrog_steps: 0,
+            sum_metro_prob: 0.0,
+            divergent: false,
+        }
+    }
+
+    fn kinetic(&self, p: &[f64]) -> f64 {
+        0.5 * p
+            .iter()
+            .zip(&self.inv_metric)
+            .map(|(p, m)| p * p * m)
+            .sum::<f64>()
+    }
+
+    /// Hamiltonian of `z`; `+∞` where the density is not finite.
+    fn hamiltonian(&self, z: &Point) -> f64 {
+        let h = -z.logp + self.kinetic(&z.p);
+        if h.is_nan() {
+            f64::INFINITY
+        } else {
+            h
+        }
+    }
+
+    fn sample_momentum(&self, p: &mut [f64], rng: &mut ChaCha8Rng) {
+        for (p, m) in p.iter_mut().zip(&self.inv_metric) {
+            let z: f64 = StandardNormal.sample(rng);
+            *p = z / m.sqrt();
+        }
+    }
+
+    /// One leapfrog step of `self.z` with step `eps` (negative: backwards in time).
+    fn leapfrog(&mut self, eps: f64) {
+        let half = 0.5 * eps;
+        let z = &mut self.z;
+        for ((q, p), (g, m)) in
+            z.q.iter_mut()
+                .zip(z.p.iter_mut())
+                .zip(z.g.iter().zip(&self.inv_metric))
+        {
+            *p += half * g;
+            *q += eps * m * *p;
+        }
+        z.logp = self.posterior.logp_and_grad(&z.q, &mut z.g);
+        for (p, g) in z.p.iter_mut().zip(&z.g) {
+            *p += half * g;
+        }
+    }
+
+    /// Stan's heuristic: double or halve `start` until one leapfrog step from `state` with a
+    /// fresh momentum crosses an acceptance probability of 0.8.
+    fn find_reasonable_step_size(
+        &mut self,
+        state: &Point,
+        start: f64,
+        rng: &mut ChaCha8Rng,
+    ) -> f64 {
+        let mut eps = start;
+        let mut direction = 0.0;
+        for _ in 0..100 {
+            self.z.copy_from(state);
+            let mut p = std::mem::take(&mut self.z.p);
+            self.sample_momentum(&mut p, rng);
+            self.z.p = p;
+            let h0 = self.hamiltonian(&self.z);
+            self.leapfrog(eps);
+            let delta_h = h0 - self.hamiltonian(&self.z);
+            let up = delta_h > 0.8f64.ln();
+            if direction == 0.0 {
+                direction = if up { 1.0 } else { -1.0 };
+            } else if up != (direction > 0.0) {
+                break;
+            }
+            let next = if direction > 0.0 {
+                2.0 * eps
+            } else {
+                0.5 * eps
+            };
+            if !(next > 1e-12 && next < 1e7) {
+                break;
+            }
+            eps = next;
+        }
+        eps
+    }
+
+    /// One NUTS transition from `state` (position, gradient and log density are read; the
+    /// momentum is resampled), which is replaced by the new state.
+    fn transition(&mut self, state: &mut Point, rng: &mut ChaCha8Rng) -> Transition {
+        let mut e = self
+            .ends
+            .take()
+            .expect("ends are returned after every transition");
+        self.sample_momentum(&mut state.p, rng);
+        self.h0 = self.hamiltonian(state);
+        self.leapfrog_steps = 0;
+        self.sum_metro_prob = 0.0;
+        self.divergent = false;
+
+        e.fwd.copy_from(state);
+        e.bck.copy_from(state);
+        e.sample.copy_from(state);
+        for v in [
+            &mut e.p_fwd_fwd,
+            &mut e.p_fwd_bck,
+            &mut e.p_bck_fwd,
+            &mut e.p_bck_bck,
+        ] {
+            v.copy_from_slice(&state.p);
+        }
+        for i in 0..state.p.len() {
+            let s = state.p[i] * self.inv_metric[i];
+            e.p_sharp_fwd_fwd[i] = s;
+            e.p_sharp_fwd_bck[i] = s;
+            e.p_sharp_bck_fwd[i] = s;
+            e.p_sharp_bck_bck[i] = s;
+        }
+        e.rho.copy_from_slice(&state.p);
+        let mut log_sum_weight = 0.0;
+        let mut depth = 0;
+
+        while depth < self.max_depth {
+            e.rho_fwd.fill(0.0);
+            e.rho_bck.fill(0.0);
+            let mut log_sum_weight_subtree = f64::NEG_INFINITY;
+            let forward = rng.random::<f64>() > 0.5;
+            let valid = if forward {
+                // The old trajectory becomes the backward part.
+                self.z.copy_from(&e.fwd);
+                e.rho_bck.copy_from_slice(&e.rho);
+                e.p_bck_fwd.copy_from_slice(&e.p_fwd_fwd);
+                e.p_sharp_bck_fwd.copy_from_slice(&e.p_sharp_fwd_fwd);
+                let valid = self.build_tree(
+                    depth,
+                    self.step_size,
+                    &mut e.propose,
+                    &mut e.p_sharp_fwd_bck,
+                    &mut e.p_sharp_fwd_fwd,
+                    &mut e.rho_fwd,
+                    &mut e.p_fwd_bck,
+                    &mut e.p_fwd_fwd,
+                    &mut log_sum_weight_subtree,
+                    rng,
+                );
+                e.fwd.copy_from(&self.z);
+                valid
+            } else {
+                self.z.copy_from(&e.bck);
+                e.rho_fwd.copy_from_slice(&e.rho);
+                e.p_fwd_bck.copy_from_slice(&e.p_bck_bck);
+                e.p_sharp_fwd_bck.copy_from_slice(&e.p_sharp_bck_bck);
+                let valid = self.build_tree(
+                    depth,
+                    -self.step_size,
+                    &mut e.propose,
+                    &mut e.p_sharp_bck_fwd,
+                    &mut e.p_sharp_bck_bck,
+                    &mut e.rho_bck,
+                    &mut e.p_bck_fwd,
+                    &mut e.p_bck_bck,
+                    &mut log_sum_weight_subtree,
+                    rng,
+                );
+                e.bck.copy_from(&self.z);
+                valid
+            };
+            if !valid {
+                break;
+            }
+            depth += 1;
+
+            // Biased progressive sampling: prefer the new sub-tree.
+            if log_sum_weight_subtree > log_sum_weight
+                || rng.random::<f64>() < (log_sum_weight_subtree - log_sum_weight).exp()
+            {
+                e.sample.copy_state_from(&e.propose);
+            }
+            log_sum_weight = log_sum_exp(log_sum_weight, log_sum_weight_subtree);
+
+            for ((r, b), f) in e.rho.iter_mut().zip(&e.rho_bck).zip(&e.rho_fwd) {
+                *r = b + f;
+            }
+            // Across the whole trajectory, and across each sub-tree extended by one point of
+            // the other.
+            let persist = no_u_turn(
+                &e.p_sharp_bck_bck,
+                &e.p_sharp_fwd_fwd,
+                &e.rho_bck,
+                &e.rho_fwd,
+            ) && no_u_turn(
+                &e.p_sharp_bck_bck,
+                &e.p_sharp_fwd_bck,
+                &e.rho_bck,
+                &e.p_fwd_bck,
+            ) && no_u_turn(
+                &e.p_sharp_bck_fwd,
+                &e.p_sharp_fwd_fwd,
+                &e.rho_fwd,
+                &e.p_bck_fwd,
+            );
+            if !persist {
+                break;
+            }
+        }
+
+        state.copy_state_from(&e.sample);
+        let steps = self.leapfrog_steps;
+        self.ends = Some(e);
+        Transition {
+            accept_stat: if steps > 0 {
+                self.sum_metro_prob / steps as f64
+            } else {
+                0.0
+            },
+            leapfrog_steps: steps,
+            depth,
+            divergent: self.divergent,
+        }
+    }
+
+    /// Stan's `build_tree`: integrates `2^depth` steps of size `eps` from `self.z`, samples a
+    /// proposal from them into `propose`, and accumulates their momenta into `rho`. Returns
+    /// false on a divergence or a U-turn inside the sub-tree.
+    #[allow(clippy::too_many_arguments)] // the recursion's in/out buffers, as in Stan
+    fn build_tree(
+        &mut self,
+        depth: usize,
+        eps: f64,
+        propose: &mut Point,
+        p_sharp_beg: &mut [f64],
+        p_sharp_end: &mut [f64],
+        rho: &mut [f64],
+        p_beg: &mut [f64],
+        p_end: &mut [f64],
+        log_sum_weight: &mut f64,
+        rng: &mut ChaCha8Rng,
+    ) -> bool {
+        if depth == 0 {
+            self.leapfrog(eps);
+            self.leapfrog_steps += 1;
+            // One pass for everything the leaf reports about its momentum.
+            let mut twice_kinetic = 0.0;
+            for (i, (&p, &m)) in self.z.p.iter().zip(&self.inv_metric).enumerate() {
+                let sharp = p * m;
+                twice_kinetic += p * sharp;
+                p_sharp_beg[i] = sharp;
+                p_sharp_end[i] = sharp;
+                rho[i] += p;
+                p_beg[i] = p;
+                p_end[i] = p;
+            }
+            let h = -self.z.logp + 0.5 * twice_kinetic;
+            let h = if h.is_nan() { f64::INFINITY } else { h };
+            if h - self.h0 > MAX_DELTA_H {
+                self.divergent = true;
+            }
+            let w = self.h0 - h;
+            *log_sum_weight = log_sum_exp(*log_sum_weight, w);
+            self.sum_metro_prob += if w > 0.0 { 1.0 } else { w.exp() };
+            propose.copy_state_from(&self.z);
+            return !self.divergent;
+        }
+
+        let mut level = std::mem::take(&mut self.levels[depth]);
+        let mut propose_final = level
+            .propose_final
+            .take()
+            .expect("level buffers are restored");
+        let result = (|| {
+            let mut log_sum_weight_init = f64::NEG_INFINITY;
+            level.rho_init.fill(0.0);
+            if !self.build_tree(
+                depth - 1,
+                eps,
+                propose,
+                p_sharp_beg,
+                &mut level.p_sharp_init_end,
+                &mut level.rho_init,
+                p_beg,
+                &mut level.p_init_end,
+                &mut log_sum_weight_init,
+                rng,
+            ) {
+                return false;
+            }
+            let mut log_sum_weight_final = f64::NEG_INFINITY;
+            level.rho_final.fill(0.0);
+            if !self.build_tree(
+                depth - 1,
+                eps,
+                &mut propose_final,
+                &mut level.p_sharp_final_beg,
+                p_sharp_end,
+                &mut level.rho_final,
+                &mut level.p_final_beg,
+                p_end,
+                &mut log_sum_weight_final,
+                rng,
+            ) {
+                return false;
+            }
+            // Uniform progressive sampling within the sub-tree.
+            let log_sum_weight_subtree = log_sum_exp(log_sum_weight_init, log_sum_weight_final);
+            *log_sum_weight = log_sum_exp(*log_sum_weight, log_sum_weight_subtree);
+            if rng.random::<f64>() < (log_sum_weight_final - log_sum_weight_subtree).exp() {
+                propose.copy_state_from(&propose_final);
+            }
+            add_into(rho, &level.rho_init);
+            add_into(rho, &level.rho_final);
+            no_u_turn(p_sharp_beg, p_sharp_end, &level.rho_init, &level.rho_final)
+                && no_u_turn(
+                    p_sharp_beg,
+                    &level.p_sharp_final_beg,
+                    &level.rho_init,
+                    &level.p_final_beg,
+                )
+                && no_u_turn(
+                    &level.p_sharp_init_end,
+                    p_sharp_end,
+                    &level.rho_final,
+                    &level.p_init_end,
+                )
+        })();
+        level.propose_final = Some(propose_final);
+        self.levels[depth] = level;
+        result
+    }
+}
+
+/// Stan's dual averaging of the log step size towards a target mean acceptance statistic.
+#[derive(Debug, Clone)]
+struct StepSizeAdaptation {
+    target: f64,
+    mu: f64,
+    counter: f64,
+    s_bar: f64,
+    x_bar: f64,
+}
+
+impl StepSizeAdaptation {
+    const GAMMA: f64 = 0.05;
+    const T0: f64 = 10.0;
+    const KAPPA: f64 = 0.75;
+
+    fn new(target: f64) -> Self {
+        StepSizeAdaptation {
+            target,
+            mu: 0.0,
+            counter: 0.0,
+            s_bar: 0.0,
+            x_bar: 0.0,
+        }
+    }
+
+    /// Restarts the averaging around `10 × step_size`.
+    fn restart(&mut self, step_size: f64) {
+        self.mu = (10.0 * step_size).ln();
+        self.counter = 0.0;
+        self.s_bar = 0.0;
+        self.x_bar = 0.0;
+    }
+
+    /// Feeds one acceptance statistic and returns the next step size.
+    fn learn(&mut self, accept_stat: f64) -> f64 {
+        self.counter += 1.0;
+        let accept = accept_stat.min(1.0);
+        let eta = 1.0 / (self.counter + Self::T0);
+        self.s_bar = (1.0 - eta) * self.s_bar + eta * (self.target - accept);
+        let x = self.mu - self.s_bar * self.counter.sqrt() / Self::GAMMA;
+        let x_eta = self.counter.powf(-Self::KAPPA);
+        self.x_bar = (1.0 - x_eta) * self.x_bar + x_eta * x;
+        x.exp()
+    }
+
+    /// The step size used after warm-up: the averaged iterate.
+    fn final_step_size(&self) -> f64 {
+        self.x_bar.exp()
+    }
+}
+
+/// Stan's windowed estimation of the diagonal metric: an initial buffer of fast (step-size
+/// only) adaptation, doubling windows in which the variances of the positions are estimated,
+/// and a final fast buffer.
+#[derive(Debug, Clone)]
+struct MetricAdaptation {
+    num_warmup: usize,
+    init_buffer: usize,
+    term_buffer: usize,
+    window_size: usize,
+    next_window: usize,
+    counter: usize,
+    /// Welford accumulators.
+    n: f64,
+    mean: Vec<f64>,
+    m2: Vec<f64>,
+    enabled: bool,
+}
+
+impl MetricAdaptation {
+    fn new(num_warmup: usize, dim: usize) -> Self {
+        let (mut init_buffer, mut term_buffer, mut base_window) = (75, 50, 25);
+        let enabled = num_warmup >= 20;
+        if enabled && init_buffer + base_window + term_buffer > num_warmup {
+            init_buffer = num_warmup * 15 / 100;
+            term_buffer = num_warmup / 10;
+            base_window = num_warmup - (init_buffer + term_buffer);
+        }
+        MetricAdaptation {
+            num_warmup,
+            init_buffer,
+            term_buffer,
+            window_size: base_window,
+            next_window: (init_buffer + base_window).saturating_sub(1),
+            counter: 0,
+            n: 0.0,
+            mean: vec![0.0; dim],
+            m2: vec![0.0; dim],
+            enabled,
+        }
+    }
+
+    fn in_window(&self) -> bool {
+        self.counter >= self.init_buffer
+            && self.counter < self.num_warmup - self.term_buffer
+            && self.counter != self.num_warmup
+    }
+
+    fn window_ends(&self) -> bool {
+        self.counter == self.next_window && self.counter != self.num_warmup
+    }
+
+    fn compute_next_window(&mut self) {
+        let last = self.num_warmup - self.term_buffer - 1;
+        if self.next_window == last {
+            return;
+        }
+        self.window_size *= 2;
+        self.next_window = self.counter + self.window_size;
+        if self.next_window != last && self.next_window + 2 * self.window_size > last {
+            self.next_window = last;
+        }
+    }
+
+    /// Feeds the position of one warm-up iteration; at the end of a window writes the
+    /// regularised variances to `inv_metric` and returns true.
+    fn learn(&mut self, q: &[f64], inv_metric: &mut [f64]) -> bool {
+        if !self.enabled {
+            return false;
+        }
+        if self.in_window() {
+            self.n += 1.0;
+            for ((x, mean), m2) in q.iter().zip(&mut self.mean).zip(&mut self.m2) {
+                let delta = x - *mean;
+                *mean += delta / self.n;
+                *m2 += delta * (x - *mean);
+            }
+        }
+        if self.window_ends() {
+            self.compute_next_window();
+            let n = self.n;
+            // Shrink towards 1e-3 as Stan does, so that a short window cannot collapse a
+            // coordinate.
+            for (v, m2) in inv_metric.iter_mut().zip(&self.m2) {
+                let var = if n > 1.0 { m2 / (n - 1.0) } else { 1.0 };
+                *v = (n / (n + 5.0)) * var + 1e-3 * (5.0 / (n + 5.0));
+            }
+            self.n = 0.0;
+            self.mean.fill(0.0);
+            self.m2.fill(0.0);
+            self.counter += 1;
+            return true;
+        }
+        self.counter += 1;
+        false
+    }
+}
+
+struct Adaptation {
+    step_size: StepSizeAdaptation,
+    metric: MetricAdaptation,
+}
+
+impl Adaptation {
+    fn new(num_warmup: usize, dim: usize, target_accept: f64) -> Self {
+        Adaptation {
+            step_size: StepSizeAdaptation::new(target_accept),
+            metric: MetricAdaptation::new(num_warmup, dim),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -366,6 +997,53 @@ mod tests {
         };
         let post: Vec<f64> = gamma.iter().zip(&counts).map(|(g, c)| g + c).collect();
         (spec, post)
+    }
+
+    /// Stan's schedule for 1000 warm-up iterations: a 75-iteration buffer, windows of 25, 50,
+    /// 100 and 200, the last stretched to 500 to meet the 50-iteration final buffer.
+    #[test]
+    fn metric_windows_follow_stan() {
+        let mut adapt = MetricAdaptation::new(1000, 1);
+        let mut metric = [1.0];
+        let updates: Vec<usize> = (0..1000)
+            .filter(|&it| adapt.learn(&[it as f64], &mut metric))
+            .collect();
+        assert_eq!(updates, vec![99, 149, 249, 449, 949]);
+        // The last window saw iterations 450..=949: variance of 500 consecutive integers,
+        // shrunk as Stan does.
+        let var = (500.0f64 * 500.0 - 1.0) / 12.0 * 500.0 / 499.0;
+        let want = 500.0 / 505.0 * var + 1e-3 * 5.0 / 505.0;
+        assert!(
+            (metric[0] - want).abs() < 1e-9 * want,
+            "{} vs {want}",
+            metric[0]
+        );
+        // Short warm-ups use 15 % / 75 % / 10 %; below 20 iterations there is no estimate.
+        let mut short = MetricAdaptation::new(100, 1);
+        let updates: Vec<usize> = (0..100)
+            .filter(|&it| short.learn(&[it as f64], &mut metric))
+            .collect();
+        assert_eq!(updates, vec![89]);
+        let mut tiny = MetricAdaptation::new(19, 1);
+        assert!((0..19).all(|it| !tiny.learn(&[it as f64], &mut metric)));
+    }
+
+    /// Dual averaging settles where the acceptance statistic meets the target.
+    #[test]
+    fn step_size_adaptation_reaches_the_target() {
+        // A toy acceptance curve: accept = exp(-step size).
+        let mut adapt = StepSizeAdaptation::new(0.8);
+        adapt.restart(1.0);
+        let mut eps = 1.0f64;
+        for _ in 0..2000 {
+            eps = adapt.learn((-eps).exp());
+        }
+        let want = -(0.8f64.ln());
+        assert!(
+            (adapt.final_step_size() - want).abs() < 0.01,
+            "{}",
+            adapt.final_step_size()
+        );
     }
 
     #[test]
@@ -692,14 +1370,13 @@ mod tests {
                     .collect();
                 println!(
                     "{name} ({dim} dims), threads {threads:?}: min {:.1} ms, median {:.1} ms; \
-                     per draw {:.2} leapfrog steps / {:.2} gradients (warm-up {:.2}); \
+                     per draw {:.2} leapfrog steps (warm-up {:.2}); \
                      step sizes {step_sizes:?}; divergences {div}, depth hits {hits}; \
                      min bulk ESS {ess:.0}",
                     times[0],
                     times[2],
                     per(|s| s.leapfrog_steps),
-                    per(|s| s.gradients),
-                    per(|s| s.warmup_gradients),
+                    per(|s| s.warmup_leapfrog_steps),
                 );
             }
         }

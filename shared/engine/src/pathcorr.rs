@@ -1,7 +1,7 @@
 //! Path correction (calibration-model.md §6): choose λ on the grid 0.99 (or 1.00), 0.98, …, 0
 //! and build the matrix the model uses.
 
-use nuts_rs::rand::Rng;
+use rand::Rng;
 use rand_distr::{Distribution, Gamma, StandardUniform};
 
 use crate::error::EngineError;
@@ -147,7 +147,7 @@ pub fn path_correct_fixed(b: &[Vec<f64>], q: &[f64]) -> PathCorrected {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nuts_rs::rand::SeedableRng;
+    use rand::SeedableRng;
 
     #[test]
     fn grid_bottom_is_the_repeated_subtraction_value() {
@@ -176,7 +176,7 @@ mod tests {
 
     #[test]
     fn dirichlet_draws_with_tiny_parameters_are_probability_vectors() {
-        let mut rng = nuts_rs::rand::rngs::ChaCha8Rng::seed_from_u64(3);
+        let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(3);
         let mut out = [0.0; 3];
         for _ in 0..1000 {
             dirichlet_draw(&[0.006, 0.006, 5.0], &mut rng, &mut out);
@@ -194,7 +194,7 @@ mod tests {
             vec![4.0, 15.0, 3.0],
             vec![2.0, 5.0, 18.0],
         ];
-        let mut rng = nuts_rs::rand::rngs::ChaCha8Rng::seed_from_u64(7);
+        let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(7);
         let corrected = path_correct_dirichlet(&alpha, &[0.4, 0.3, 0.3], &mut rng).unwrap();
         assert!(corrected.lambda.abs() < 1e-8, "{}", corrected.lambda);
         for (row, row_alpha) in corrected.block.iter().zip(&alpha) {
