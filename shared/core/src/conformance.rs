@@ -36,8 +36,8 @@ use crate::domain::{
     LogLevel,
 };
 use crate::ports::{
-    CacheCounter, CacheCounters, Delivery, JobFilter, JobQueue, JobStore, ResultStore, StoreError,
-    Write,
+    CacheCounter, CacheCounters, Delivery, InsertQueuedError, JobFilter, JobQueue, JobStore,
+    ResultStore, StoreError, Write,
 };
 
 /// One fresh set of adapters, as a deployment wires them.
@@ -101,6 +101,20 @@ where
         async move { adapters.await.results }
     })
     .await;
+    create_suite(&mut make).await;
+}
+
+/// Checks that need a store and its queue together (`JobStore::insert_job_queued`, with
+/// the queue the deployment wires beside the store); `make` builds fresh adapters.
+pub async fn create_suite<F, Fut>(mut make: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Adapters>,
+{
+    announce("insert_job_queued_stores_logs_and_queues");
+    insert_job_queued_stores_logs_and_queues(make().await).await;
+    announce("insert_job_queued_held_job_is_not_queued");
+    insert_job_queued_held_job_is_not_queued(make().await).await;
 }
 
 /// Checks of `JobStore`; `make` builds a fresh, empty store.
@@ -125,6 +139,8 @@ where
     list_jobs_filters_order_paging(make().await).await;
     announce("jobs_by_status");
     jobs_by_status(make().await).await;
+    announce("jobs_due");
+    jobs_due(make().await).await;
     announce("logs_order_filter_paging");
     logs_order_filter_paging(make().await).await;
     announce("logs_trimmed_to_newest");
@@ -279,6 +295,134 @@ fn full_job(job_id: &str, now: DateTime<Utc>) -> Job {
         expires_at: now + TimeDelta::days(1),
         version: 7,
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Store and queue together
+
+async fn insert_job_queued_stores_logs_and_queues(a: Adapters) {
+    let now = base_now();
+    let what = "insert_job_queued_stores_logs_and_queues";
+    let mut job = sample_job("job_create000001", now);
+    job.priority = 7;
+    let logs = vec![
+        LogEntry::new(now, LogLevel::Info, "api", "Job created with priority 7"),
+        LogEntry::new(
+            now + TimeDelta::microseconds(1),
+            LogLevel::Warning,
+            "api",
+            "Ignored unknown request fields: dataset",
+        ),
+    ];
+    a.jobs
+        .insert_job_queued(&job, &logs, 1000, a.queue.as_ref())
+        .await
+        .expect("insert_job_queued");
+    assert_eq!(
+        a.jobs.get_job(&job.job_id, now).await.expect("get_job"),
+        Some(job.clone()),
+        "{what}: the job must be stored as given"
+    );
+    let newest_first: Vec<LogEntry> = logs.iter().rev().cloned().collect();
+    assert_eq!(
+        a.jobs.logs(&job.job_id, None, 0, 10).await.expect("logs"),
+        newest_first,
+        "{what}: the logs must be stored"
+    );
+    assert_eq!(
+        receive_ids(&a.queue, 10).await,
+        vec![job.job_id.clone()],
+        "{what}: the job's message must be queued"
+    );
+
+    // A clash of IDs stores nothing: no second message, no more logs, the job unchanged.
+    let mut clash = job.clone();
+    clash.priority = 2;
+    let again = a
+        .jobs
+        .insert_job_queued(&clash, &logs[..1], 1000, a.queue.as_ref())
+        .await;
+    assert!(
+        matches!(again, Err(InsertQueuedError::NotStored(_))),
+        "{what}: a duplicate ID must fail with NotStored, got {again:?}"
+    );
+    assert_eq!(
+        a.jobs.get_job(&job.job_id, now).await.expect("get_job"),
+        Some(job.clone()),
+        "{what}: a failed create must leave the existing job unchanged"
+    );
+    assert_eq!(
+        a.jobs
+            .logs(&job.job_id, None, 0, 10)
+            .await
+            .expect("logs")
+            .len(),
+        2,
+        "{what}: a failed create must add no log entry"
+    );
+    assert!(
+        receive_ids(&a.queue, 10).await.is_empty(),
+        "{what}: a failed create must queue no message"
+    );
+
+    // The first logs are trimmed like any others.
+    let trimmed = sample_job("job_create000002", now);
+    let many: Vec<LogEntry> = (0..3)
+        .map(|i| {
+            LogEntry::new(
+                now + TimeDelta::microseconds(i),
+                LogLevel::Info,
+                "api",
+                format!("line {i}"),
+            )
+        })
+        .collect();
+    a.jobs
+        .insert_job_queued(&trimmed, &many, 2, a.queue.as_ref())
+        .await
+        .expect("insert_job_queued");
+    let want: Vec<LogEntry> = many.iter().rev().take(2).cloned().collect();
+    assert_eq!(
+        a.jobs
+            .logs(&trimmed.job_id, None, 0, 10)
+            .await
+            .expect("logs"),
+        want,
+        "{what}: at most max_log_entries, the newest kept"
+    );
+}
+
+async fn insert_job_queued_held_job_is_not_queued(a: Adapters) {
+    let now = base_now();
+    let what = "insert_job_queued_held_job_is_not_queued";
+    let mut job = sample_job("job_create000003", now);
+    job.batch_id = Some("batch_0123456789ab".into());
+    job.job_type = JobType::BatchCalibration;
+    job.queued = false;
+    let logs = vec![LogEntry::new(
+        now,
+        LogLevel::Info,
+        "batch_api",
+        "Job created as part of batch batch_0123456789ab",
+    )];
+    a.jobs
+        .insert_job_queued(&job, &logs, 1000, a.queue.as_ref())
+        .await
+        .expect("insert_job_queued");
+    assert_eq!(
+        a.jobs.get_job(&job.job_id, now).await.expect("get_job"),
+        Some(job.clone()),
+        "{what}: the job must be stored"
+    );
+    assert_eq!(
+        a.jobs.logs(&job.job_id, None, 0, 10).await.expect("logs"),
+        logs,
+        "{what}: the log must be stored"
+    );
+    assert!(
+        receive_ids(&a.queue, 10).await.is_empty(),
+        "{what}: a held job must not be queued"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -840,6 +984,132 @@ async fn jobs_by_status(s: Arc<dyn JobStore>) {
         let got = sorted(jobs.iter().map(|j| j.job_id.clone()).collect());
         assert_eq!(got, want, "jobs_by_status: {name}");
     }
+}
+
+async fn jobs_due(s: Arc<dyn JobStore>) {
+    let now = base_now();
+    let created = now - TimeDelta::minutes(10);
+    let job = |id: &str, edit: &dyn Fn(&mut Job)| {
+        let mut j = sample_job(id, created);
+        edit(&mut j);
+        j
+    };
+    let overdue = |j: &mut Job| j.timeout_at = now - TimeDelta::minutes(1);
+    let running = |j: &mut Job, lease: Option<DateTime<Utc>>| {
+        j.status = JobStatus::Running;
+        j.started_at = Some(created);
+        j.lease_until = lease;
+        j.attempts = 1;
+    };
+    // (job, due at `now`)
+    let fixture = vec![
+        (job("job_due_overdue01", &overdue), true),
+        (job("job_due_waiting01", &|_| {}), false),
+        (
+            job("job_due_leaseok01", &|j| {
+                running(j, Some(now + TimeDelta::minutes(5)))
+            }),
+            false,
+        ),
+        (
+            job("job_due_leaseexp1", &|j| {
+                running(j, Some(now - TimeDelta::seconds(1)))
+            }),
+            true,
+        ),
+        (job("job_due_nolease01", &|j| running(j, None)), true),
+        (
+            job("job_due_runlate01", &|j| {
+                running(j, Some(now + TimeDelta::minutes(5)));
+                overdue(j);
+            }),
+            true,
+        ),
+        (
+            job("job_due_batchwait", &|j| {
+                j.batch_id = Some("batch_0123456789ab".into());
+                j.queued = false;
+            }),
+            true,
+        ),
+        (
+            job("job_due_batchqued", &|j| {
+                j.batch_id = Some("batch_0123456789ab".into());
+            }),
+            false,
+        ),
+        (
+            job("job_due_finished1", &|j| {
+                overdue(j);
+                j.status = JobStatus::Success;
+                j.completed_at = Some(now);
+            }),
+            false,
+        ),
+        (
+            job("job_due_expired01", &|j| {
+                overdue(j);
+                j.expires_at = now;
+            }),
+            false,
+        ),
+    ];
+    for (j, _) in &fixture {
+        s.insert_job(j).await.expect("insert_job");
+    }
+    let check = |got: &[Job], want_due: &[&str], never: &[&str], what: &str| {
+        let got: Vec<&str> = ids(got);
+        for id in want_due {
+            assert!(
+                got.contains(id),
+                "jobs_due: {what}: {id} is due; got {got:?}"
+            );
+        }
+        for id in never {
+            assert!(
+                !got.contains(id),
+                "jobs_due: {what}: {id} must not be returned; got {got:?}"
+            );
+        }
+    };
+    let due: Vec<&str> = fixture
+        .iter()
+        .filter(|(_, d)| *d)
+        .map(|(j, _)| j.job_id.as_str())
+        .collect();
+    let got = s.jobs_due(now).await.expect("jobs_due");
+    check(
+        &got,
+        &due,
+        &["job_due_finished1", "job_due_expired01"],
+        "fixture",
+    );
+
+    // The due instant follows updates: a lease that lapses makes a job due, an end
+    // makes it never due again.
+    let mut lapsed = fixture[2].0.clone();
+    lapsed.lease_until = Some(now - TimeDelta::seconds(5));
+    lapsed.version += 1;
+    assert_eq!(
+        s.update_job(&lapsed).await.expect("update_job"),
+        Write::Done
+    );
+    let mut ended = fixture[0].0.clone();
+    ended.status = JobStatus::Timeout;
+    ended.completed_at = Some(now);
+    ended.version += 1;
+    assert_eq!(s.update_job(&ended).await.expect("update_job"), Write::Done);
+    let got = s.jobs_due(now).await.expect("jobs_due");
+    check(
+        &got,
+        &["job_due_leaseok01", "job_due_leaseexp1"],
+        &[
+            "job_due_overdue01",
+            "job_due_finished1",
+            "job_due_expired01",
+        ],
+        "after updates",
+    );
 }
 
 async fn logs_order_filter_paging(s: Arc<dyn JobStore>) {

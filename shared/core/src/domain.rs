@@ -143,6 +143,26 @@ pub struct Job {
     pub version: u64,
 }
 
+impl Job {
+    /// The earliest instant at which the janitor has something to do with this job, `None`
+    /// once it is terminal: its timeout; for a running job also its lease expiry; and at
+    /// once for a batch member waiting for its slot (the janitor re-checks the batch).
+    /// Stores may index it, so the janitor reads only the jobs that are due.
+    pub fn janitor_due_at(&self) -> Option<DateTime<Utc>> {
+        match self.status {
+            JobStatus::Pending if self.batch_id.is_some() && !self.queued => {
+                Some(DateTime::<Utc>::MIN_UTC)
+            }
+            JobStatus::Pending => Some(self.timeout_at),
+            JobStatus::Running => Some(
+                self.lease_until
+                    .map_or(DateTime::<Utc>::MIN_UTC, |l| l.min(self.timeout_at)),
+            ),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Batch {
     pub batch_id: String,

@@ -2,6 +2,7 @@
 //! queue, a result store, a clock and IDs. Local mode implements them on SQLite and files,
 //! AWS on DynamoDB, SQS and S3; both pass the conformance suite (`testing` feature).
 
+use std::any::Any;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -27,6 +28,18 @@ pub enum Write {
     Done,
     /// The stored version was not the expected one (or the item is gone): nothing changed.
     Lost,
+}
+
+/// Why [`JobStore::insert_job_queued`] failed, and how far it got.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum InsertQueuedError {
+    /// Nothing was stored (the ID exists, or storage failed).
+    #[error("{0}")]
+    NotStored(StoreError),
+    /// The job is stored but its message could not be sent: unless the caller settles it,
+    /// it stays pending until its timeout.
+    #[error("{0}")]
+    NotQueued(StoreError),
 }
 
 /// Filters of `GET /api/v1/jobs` (§9); `None` = no filter.
@@ -81,6 +94,37 @@ pub trait JobStore: Send + Sync {
         since: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<Job>>;
+
+    /// Creates a job with its first log entries (in order, trimmed to `max_log_entries`)
+    /// and, if `job.queued`, sends its message to `queue` (priority `job.priority`, no
+    /// delay). The default composes `insert_job`, `append_log` and `queue.send`: a log
+    /// entry that fails is only warned about, and a crash between the steps can leave the
+    /// job stored without its message (the job then times out). A store whose queue lives
+    /// in the same database overrides it with one atomic write: one commit per create, and
+    /// no such gap.
+    async fn insert_job_queued(
+        &self,
+        job: &Job,
+        logs: &[LogEntry],
+        max_log_entries: u64,
+        queue: &dyn JobQueue,
+    ) -> Result<(), InsertQueuedError> {
+        insert_job_queued_in_steps(self, job, logs, max_log_entries, queue).await
+    }
+
+    /// Open jobs the janitor may have to act on at `now`: at least every live job whose
+    /// [`Job::janitor_due_at`] is at or before `now`; more are allowed (the janitor checks
+    /// each). The default filters `jobs_by_status`; a store that indexes the due instant
+    /// reads only those jobs.
+    async fn jobs_due(&self, now: DateTime<Utc>) -> StoreResult<Vec<Job>> {
+        let open = self
+            .jobs_by_status(&[JobStatus::Pending, JobStatus::Running], None, now)
+            .await?;
+        Ok(open
+            .into_iter()
+            .filter(|j| j.janitor_due_at().is_some_and(|due| due <= now))
+            .collect())
+    }
 
     /// Appends a log entry, keeping at most `max_entries` per job (oldest dropped).
     async fn append_log(&self, job_id: &str, entry: &LogEntry, max_entries: u64)
@@ -138,6 +182,46 @@ pub trait JobQueue: Send + Sync {
     async fn release(&self, receipt: &str, delay: Duration) -> StoreResult<()>;
     /// Messages waiting or in flight (health).
     async fn depth(&self) -> StoreResult<u64>;
+
+    /// Returns when a message may have become receivable, at the latest after `timeout`;
+    /// an idle worker calls it after an empty `receive`. The default sleeps (polling); a
+    /// queue that hears of sends made in this process returns as soon as one is made.
+    async fn wait(&self, timeout: Duration) {
+        tokio::time::sleep(timeout).await
+    }
+
+    /// The adapter itself, so that a store sharing its database can recognise it (see
+    /// [`JobStore::insert_job_queued`]). `None`, the default, means "never".
+    fn as_any(&self) -> Option<&dyn Any> {
+        None
+    }
+}
+
+/// The default of [`JobStore::insert_job_queued`], step by step; also the fallback of
+/// stores that override it for a queue of their own.
+pub async fn insert_job_queued_in_steps<S: JobStore + ?Sized>(
+    store: &S,
+    job: &Job,
+    logs: &[LogEntry],
+    max_log_entries: u64,
+    queue: &dyn JobQueue,
+) -> Result<(), InsertQueuedError> {
+    store
+        .insert_job(job)
+        .await
+        .map_err(InsertQueuedError::NotStored)?;
+    for entry in logs {
+        if let Err(e) = store.append_log(&job.job_id, entry, max_log_entries).await {
+            tracing::warn!(job_id = %job.job_id, error = %e, "could not write a job log entry");
+        }
+    }
+    if job.queued {
+        queue
+            .send(&job.job_id, job.priority, Duration::ZERO)
+            .await
+            .map_err(InsertQueuedError::NotQueued)?;
+    }
+    Ok(())
 }
 
 /// Results by key (the cache key), written once.

@@ -13,7 +13,8 @@ use crate::domain::{
     timestamp, Batch, Job, JobProgress, JobStatus, JobType, LogEntry, LogLevel, TOTAL_STEPS,
 };
 use crate::ports::{
-    Clock, IdGenerator, JobFilter, JobQueue, JobStore, ResultStore, StoreError, Write,
+    Clock, IdGenerator, InsertQueuedError, JobFilter, JobQueue, JobStore, ResultStore, StoreError,
+    Write,
 };
 use crate::query;
 use crate::validation::{validate_job_request, ValidJobRequest, ValidationError};
@@ -196,8 +197,9 @@ impl JobService {
         }
     }
 
-    /// Stores a new job, logs its creation and (unless `hold`) queues it. A queue failure
-    /// fails the job, so nothing is left pending forever.
+    /// Stores a new job, logs its creation and (unless `hold`) queues it, in one store call
+    /// (one commit where the store and queue share a database). A queue failure fails the
+    /// job, so nothing is left pending forever.
     async fn submit(
         &self,
         mut job: Job,
@@ -205,46 +207,47 @@ impl JobService {
         hold: bool,
     ) -> ServiceResult<Job> {
         job.queued = !hold;
-        self.ports.store.insert_job(&job).await?;
-        match &job.batch_id {
-            Some(batch) => {
-                self.log(
-                    &job.job_id,
-                    LogLevel::Info,
-                    "batch_api",
-                    format!("Job created as part of batch {batch}"),
-                )
-                .await
-            }
-            None => {
-                self.log(
-                    &job.job_id,
-                    LogLevel::Info,
-                    "api",
-                    format!("Job created with priority {}", job.priority),
-                )
-                .await
-            }
-        }
+        let now = self.now();
+        let mut logs = Vec::with_capacity(2);
+        logs.push(match &job.batch_id {
+            Some(batch) => LogEntry::new(
+                now,
+                LogLevel::Info,
+                "batch_api",
+                format!("Job created as part of batch {batch}"),
+            ),
+            None => LogEntry::new(
+                now,
+                LogLevel::Info,
+                "api",
+                format!("Job created with priority {}", job.priority),
+            ),
+        });
         if !valid.ignored_fields.is_empty() {
-            self.log(
-                &job.job_id,
+            logs.push(LogEntry::new(
+                now,
                 LogLevel::Warning,
                 "api",
                 format!(
                     "Ignored unknown request fields: {}",
                     valid.ignored_fields.join(", ")
                 ),
+            ));
+        }
+        let stored = self
+            .ports
+            .store
+            .insert_job_queued(
+                &job,
+                &logs,
+                self.config.max_log_entries,
+                self.ports.queue.as_ref(),
             )
             .await;
-        }
-        if !hold {
-            if let Err(e) = self
-                .ports
-                .queue
-                .send(&job.job_id, job.priority, Duration::ZERO)
-                .await
-            {
+        match stored {
+            Ok(()) => Ok(job),
+            Err(InsertQueuedError::NotStored(e)) => Err(e.into()),
+            Err(InsertQueuedError::NotQueued(e)) => {
                 let mut failed = job.clone();
                 failed.status = JobStatus::Failed;
                 failed.completed_at = Some(self.now());
@@ -255,10 +258,9 @@ impl JobService {
                 });
                 failed.version += 1;
                 let _ = self.ports.store.update_job(&failed).await;
-                return Err(ServiceError::Internal(format!("Failed to create job: {e}")));
+                Err(ServiceError::Internal(format!("Failed to create job: {e}")))
             }
         }
-        Ok(job)
     }
 
     /// POST /api/v1/calibrate/async

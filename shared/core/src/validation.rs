@@ -197,22 +197,39 @@ fn check_api_data_rules(algorithm: &str, data: &Value) -> Result<(), ValidationE
 /// Canonical JSON: object keys sorted at every level, no whitespace. Arrays keep their order
 /// (algorithm and cause order change the output layout, so they are part of the key).
 pub fn canonical_json(v: &Value) -> String {
-    fn sorted(v: &Value) -> Value {
+    // Written straight out, without a sorted copy of the tree (it is on every create).
+    fn write(v: &Value, out: &mut String) {
         match v {
             Value::Object(m) => {
-                let mut keys: Vec<&String> = m.keys().collect();
-                keys.sort();
-                Value::Object(
-                    keys.into_iter()
-                        .map(|k| (k.clone(), sorted(&m[k])))
-                        .collect(),
-                )
+                let mut entries: Vec<(&String, &Value)> = m.iter().collect();
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                out.push('{');
+                for (i, (key, value)) in entries.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&serde_json::to_string(key).expect("strings serialise"));
+                    out.push(':');
+                    write(value, out);
+                }
+                out.push('}');
             }
-            Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
-            other => other.clone(),
+            Value::Array(a) => {
+                out.push('[');
+                for (i, item) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(item, out);
+                }
+                out.push(']');
+            }
+            scalar => out.push_str(&serde_json::to_string(scalar).expect("scalars serialise")),
         }
     }
-    serde_json::to_string(&sorted(v)).expect("JSON values serialise")
+    let mut out = String::with_capacity(512);
+    write(v, &mut out);
+    out
 }
 
 /// SHA-256 of the canonical normalised request and the engine version.
@@ -224,10 +241,10 @@ pub fn cache_key(request_json: &Value) -> String {
     hex::encode(hasher.finalize())
 }
 
-/// The normalised form of a request: va_data as ordered count vectors, algorithm order kept
-/// as an array of pairs, ensemble resolved.
-fn normalised_json(request: &CalibrationRequest) -> Value {
-    let mut v = request.to_json();
+/// The normalised form of a request (`request_json` is its `to_json`): va_data as ordered
+/// count vectors, algorithm order kept as an array of pairs, ensemble resolved.
+fn normalised_json(request: &CalibrationRequest, request_json: &Value) -> Value {
+    let mut v = request_json.clone();
     let va: Vec<Value> = request
         .va_data
         .iter()
@@ -381,7 +398,7 @@ pub fn validate_job_request(
     prepare(&normalised).map_err(|e| fail(e.into()))?;
 
     let request_json = normalised.to_json();
-    let key = cache_key(&normalised_json(&normalised));
+    let key = cache_key(&normalised_json(&normalised, &request_json));
     let ignored_fields = vacal_engine::request::unknown_fields(obj, &API_FIELDS)
         .into_iter()
         .map(str::to_string)
@@ -412,6 +429,16 @@ mod tests {
             .unwrap_err()
             .errors
             .remove(0)
+    }
+
+    /// Cache keys of stored results depend on this exact form.
+    #[test]
+    fn canonical_json_sorts_keys_at_every_level_without_whitespace() {
+        let v = json!({"b": [1, {"z": null, "a": "x\"y"}], "a": {"d": 1.5, "c": true}, "é": []});
+        assert_eq!(
+            canonical_json(&v),
+            r#"{"a":{"c":true,"d":1.5},"b":[1,{"a":"x\"y","z":null}],"é":[]}"#
+        );
     }
 
     #[test]

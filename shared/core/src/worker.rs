@@ -27,6 +27,11 @@ pub enum Outcome {
     Retry(Duration),
 }
 
+/// Longest an idle worker waits before it looks at the queue again. Sends made in this
+/// process wake it at once (`JobQueue::wait`); this poll finds delayed and redelivered
+/// messages, and sends from other processes.
+const IDLE_POLL: Duration = Duration::from_millis(100);
+
 /// Delay before a batch member without a free slot is tried again.
 const NO_SLOT_RETRY: Duration = Duration::from_secs(2);
 
@@ -568,7 +573,7 @@ impl Worker {
             };
             if deliveries.is_empty() {
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(25)) => {}
+                    _ = self.ports.queue.wait(IDLE_POLL) => {}
                     _ = shutdown.changed() => {}
                 }
                 continue;

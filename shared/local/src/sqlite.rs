@@ -7,8 +7,11 @@
 //! same few index pages. Reads run on tokio's blocking pool over a few more connections,
 //! which WAL lets run beside the writer. Each record is stored whole as JSON, with the
 //! columns that queries filter or sort on copied beside it. A background thread
-//! checkpoints the WAL, so the fsync that a checkpoint needs is off the write path.
+//! checkpoints the WAL, so the fsyncs that a checkpoint needs are off the write path (the
+//! writer never checkpoints by itself). A create (job, first logs, queue message) is one
+//! write, and a send wakes this process's idle workers at once.
 
+use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,24 +25,32 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{
     params, params_from_iter, Connection, ErrorCode, OptionalExtension, TransactionBehavior,
 };
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 use vacal_core::domain::{Batch, CacheEntry, Job, JobStatus, LogEntry, LogLevel};
 use vacal_core::ports::{
-    CacheCounter, CacheCounters, Clock, Delivery, JobFilter, JobQueue, JobStore, StoreError,
-    StoreResult, SystemClock, Write,
+    insert_job_queued_in_steps, CacheCounter, CacheCounters, Clock, Delivery, InsertQueuedError,
+    JobFilter, JobQueue, JobStore, StoreError, StoreResult, SystemClock, Write,
 };
 
-/// Bumped when the schema changes; a database from a newer version is refused.
-const SCHEMA_VERSION: i64 = 1;
+/// Bumped when the schema changes; a database from a newer version is refused, an older
+/// one is migrated (see `migrate`).
+const SCHEMA_VERSION: i64 = 2;
 /// Reads beside the writer; the machine has few cores, more would only queue.
 const READERS: usize = 4;
 /// Most writes committed together; bounds how long the first of them waits.
 const MAX_GROUP: usize = 256;
 /// How often the background thread checkpoints the WAL into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
-/// WAL pages after which the writer checkpoints by itself (only if the thread falls far
-/// behind; 10,000 pages is 40 MiB).
-const BACKSTOP_CHECKPOINT_PAGES: i64 = 10_000;
+/// WAL pages (4 KiB each) after which the checkpoint thread pauses the writer to finish a
+/// checkpoint and let the WAL restart from its beginning. Under steady writes a PASSIVE
+/// checkpoint never quite catches up, so without this the WAL would grow without bound;
+/// after a burst it catches up and the WAL restarts by itself, without a pause. The pause
+/// lasts two fsyncs (measured 15-20 ms here), so it should be rare: 65,536 pages is
+/// 256 MiB, about 3 s of writes at 4,000 creates/s.
+const RESTART_CHECKPOINT_PAGES: i64 = 65_536;
+/// How long the paused writer waits at most for readers still using the old WAL; a
+/// restart that does not get them in time is simply tried again later.
+const RESTART_READER_WAIT: Duration = Duration::from_millis(50);
 /// How long a connection waits for another process's lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -57,7 +68,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     country    TEXT,            -- lower-cased: the list filter is case-insensitive
     batch_id   TEXT,
     expires_at INTEGER NOT NULL,
-    record     TEXT NOT NULL
+    record     TEXT NOT NULL,
+    due_at     INTEGER          -- Job::janitor_due_at; NULL once terminal
 );
 CREATE INDEX IF NOT EXISTS jobs_created   ON jobs (created_at, job_id);
 CREATE INDEX IF NOT EXISTS jobs_status    ON jobs (status, created_at, job_id);
@@ -66,6 +78,7 @@ CREATE INDEX IF NOT EXISTS jobs_age_group ON jobs (age_group, created_at, job_id
 CREATE INDEX IF NOT EXISTS jobs_country   ON jobs (country, created_at, job_id);
 CREATE INDEX IF NOT EXISTS jobs_batch     ON jobs (batch_id, created_at, job_id);
 CREATE INDEX IF NOT EXISTS jobs_expires   ON jobs (expires_at);
+CREATE INDEX IF NOT EXISTS jobs_due       ON jobs (due_at) WHERE due_at IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS logs (
     seq    INTEGER PRIMARY KEY,  -- append order, breaks ties of equal timestamps
@@ -107,8 +120,8 @@ CREATE INDEX IF NOT EXISTS queue_order ON queue (priority DESC, seq);
 CREATE UNIQUE INDEX IF NOT EXISTS queue_receipt ON queue (receipt);
 ";
 
-const JOB_COLUMNS: &str =
-    "job_id, version, status, job_type, created_at, age_group, country, batch_id, expires_at, record";
+const JOB_COLUMNS: &str = "job_id, version, status, job_type, created_at, age_group, country, \
+     batch_id, expires_at, record, due_at";
 const NEWEST_FIRST: &str = "ORDER BY created_at DESC, job_id DESC";
 
 /// Jobs, logs, batches, cache index, counters and the queue in one SQLite file. Cheap to
@@ -128,6 +141,8 @@ struct Inner {
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
     clock: Arc<dyn Clock>,
+    /// Woken by every send that is receivable at once; idle workers wait on it.
+    sends: Notify,
 }
 
 impl Drop for Inner {
@@ -165,7 +180,10 @@ impl SqliteStore {
             // The writer touches every index; keep more of them in memory than the 2 MiB
             // default as the tables grow.
             writer.pragma_update(None, "cache_size", -32_768)?;
-            writer.pragma_update(None, "wal_autocheckpoint", BACKSTOP_CHECKPOINT_PAGES)?;
+            // Never checkpoint on the writer thread: a checkpoint fsyncs the WAL and the
+            // database, and every write waiting behind it would stall (this set the create
+            // p99). The checkpoint thread does it instead.
+            writer.pragma_update(None, "wal_autocheckpoint", 0)?;
             let mode: String = writer.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
             if !mode.eq_ignore_ascii_case("wal") {
                 return Err(other(format!("cannot enable WAL (journal_mode is {mode})")));
@@ -179,15 +197,18 @@ impl SqliteStore {
                 })
                 .collect::<Result<Vec<_>, Failure>>()?;
             let checkpoints = connect(path)?;
+            checkpoints.busy_timeout(RESTART_READER_WAIT)?;
+            let gate = Arc::new(Mutex::new(()));
             let (stop_checkpoints, stopped) = mpsc::channel();
+            let checkpoint_gate = gate.clone();
             let checkpointer = std::thread::Builder::new()
                 .name("vacal-sqlite-checkpoint".into())
-                .spawn(move || checkpoint_loop(checkpoints, stopped))
+                .spawn(move || checkpoint_loop(checkpoints, &checkpoint_gate, stopped))
                 .map_err(|e| other(format!("cannot start the checkpoint thread: {e}")))?;
             let (writes, queued) = mpsc::channel();
             let writer = std::thread::Builder::new()
                 .name("vacal-sqlite-writer".into())
-                .spawn(move || write_loop(writer, queued))
+                .spawn(move || write_loop(writer, &gate, queued))
                 .map_err(|e| other(format!("cannot start the writer thread: {e}")))?;
             Ok(SqliteStore {
                 inner: Arc::new(Inner {
@@ -198,6 +219,7 @@ impl SqliteStore {
                     readers,
                     next_reader: AtomicUsize::new(0),
                     clock,
+                    sends: Notify::new(),
                 }),
             })
         })();
@@ -304,11 +326,20 @@ where
 
 /// The writer thread: takes every write waiting (up to `MAX_GROUP`), applies each in its
 /// own savepoint inside one transaction, commits, then answers them all.
-fn write_loop(mut conn: Connection, queued: mpsc::Receiver<Box<dyn PendingWrite>>) {
+/// `gate` is held for each transaction, so the checkpoint thread can pause writes between
+/// two transactions.
+fn write_loop(
+    mut conn: Connection,
+    gate: &Mutex<()>,
+    queued: mpsc::Receiver<Box<dyn PendingWrite>>,
+) {
     while let Ok(first) = queued.recv() {
         let mut group = vec![first];
         group.extend(queued.try_iter().take(MAX_GROUP - 1));
-        let committed = commit_group(&mut conn, &mut group).map_err(StoreError::from);
+        let committed = {
+            let _open = gate.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            commit_group(&mut conn, &mut group).map_err(StoreError::from)
+        };
         for write in group {
             write.finish(committed.clone());
         }
@@ -318,25 +349,62 @@ fn write_loop(mut conn: Connection, queued: mpsc::Receiver<Box<dyn PendingWrite>
 fn commit_group(conn: &mut Connection, group: &mut [Box<dyn PendingWrite>]) -> Result<(), Failure> {
     // IMMEDIATE takes the write lock up front, so reads inside a write (the queue's pick,
     // the cache's check) see what the write then changes, even with another process.
-    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    for write in group.iter_mut() {
-        let savepoint = tx.savepoint()?;
-        if write.apply(&savepoint) {
-            savepoint.commit()?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if let [write] = group {
+        // Alone, a write needs no savepoint (whose sub-journal copies every page it
+        // touches): if it fails, dropping the transaction rolls it back.
+        if write.apply(&tx) {
+            tx.commit()?;
         }
-        // A failed write's savepoint is dropped, which rolls it back; the others stand.
+        return Ok(());
+    }
+    // Cached statements: `Transaction::savepoint` would parse its SQL every time.
+    for write in group.iter_mut() {
+        tx.prepare_cached("SAVEPOINT one_write")?.execute([])?;
+        if !write.apply(&tx) {
+            // Undo the failed write only; the others stand.
+            tx.prepare_cached("ROLLBACK TO one_write")?.execute([])?;
+        }
+        tx.prepare_cached("RELEASE one_write")?.execute([])?;
     }
     tx.commit()?;
     Ok(())
 }
 
 /// Copies committed WAL pages into the database file until `stop` closes. PASSIVE never
-/// waits for (or blocks) the writer or readers; the writer restarts the WAL from its
-/// beginning once everything in it has been copied.
-fn checkpoint_loop(conn: Connection, stop: mpsc::Receiver<()>) {
+/// waits for (or blocks) the writer or readers, and does the bulk of the copying and the
+/// fsyncs; the writer restarts the WAL from its beginning once everything in it has been
+/// copied and no reader still uses it. Under steady writes that moment never comes, so once
+/// the WAL is `RESTART_CHECKPOINT_PAGES` long the writer is paused at `gate` (between two
+/// transactions) while a RESTART checkpoint copies the short tail the PASSIVE one left.
+fn checkpoint_loop(conn: Connection, gate: &Mutex<()>, stop: mpsc::Receiver<()>) {
+    let checkpoint = |mode: &str| -> rusqlite::Result<i64> {
+        // (busy, WAL frames, frames copied); -1 frames when not in WAL mode.
+        conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+            r.get::<_, i64>(1)
+        })
+    };
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %e, "WAL checkpoint failed");
+        let restart = match checkpoint("PASSIVE") {
+            Ok(frames) => frames >= RESTART_CHECKPOINT_PAGES,
+            Err(e) => {
+                tracing::warn!(error = %e, "WAL checkpoint failed");
+                false
+            }
+        };
+        if restart {
+            // The pause lasts as long as the RESTART's fsyncs, which grow with the frames
+            // it still has to copy: two more PASSIVE passes first (each copies what came in
+            // during the one before) shrink that tail, on this thread.
+            for _ in 0..2 {
+                if let Err(e) = checkpoint("PASSIVE") {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                }
+            }
+            let _paused = gate.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Err(e) = checkpoint("RESTART") {
+                tracing::warn!(error = %e, "WAL restart checkpoint failed");
+            }
         }
     }
 }
@@ -361,8 +429,17 @@ where
 fn connect(path: &Path) -> Result<Connection, Failure> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
-    // With WAL, NORMAL survives application crashes; only a power cut may lose the last
-    // commits, and it never corrupts the database.
+    // More distinct statements than rusqlite's default 16 are in use; an evicted one would
+    // be compiled again.
+    conn.set_prepared_statement_cache_capacity(64);
+    // Sub-journals (the undo copies of the writer's savepoints) and temporary sort tables
+    // in memory: on disk, every grouped write spilled to a temporary file.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // synchronous = NORMAL with WAL: a commit is a write to the WAL without an fsync, and
+    // only checkpoints fsync (on the checkpoint thread). A crash of the process (kill -9)
+    // loses nothing committed, as the OS holds the writes; a power cut or OS crash may lose
+    // the last commits before a checkpoint, but never corrupts the database. FULL would
+    // fsync every commit, which the single writer would pay on every create.
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     Ok(conn)
 }
@@ -374,9 +451,24 @@ fn migrate(conn: &Connection) -> Result<(), Failure> {
             "database schema {version} is newer than this vacal's ({SCHEMA_VERSION})"
         )));
     }
-    conn.execute_batch(&format!(
-        "BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-    ))?;
+    let tx = conn.unchecked_transaction()?;
+    if version == 1 {
+        // Version 2 added the janitor's due instant; open jobs get theirs from the record.
+        tx.execute_batch("ALTER TABLE jobs ADD COLUMN due_at INTEGER")?;
+        let open = query_jobs(
+            &tx,
+            "SELECT record FROM jobs WHERE status IN ('pending', 'running')",
+            &[],
+        )?;
+        for job in open {
+            tx.execute(
+                "UPDATE jobs SET due_at = ?2 WHERE job_id = ?1",
+                params![job.job_id, job.janitor_due_at().map(nanos)],
+            )?;
+        }
+    }
+    tx.execute_batch(&format!("{SCHEMA} PRAGMA user_version = {SCHEMA_VERSION};"))?;
+    tx.commit()?;
     Ok(())
 }
 
@@ -451,7 +543,7 @@ fn parse<T: serde::de::DeserializeOwned>(record: &str) -> Result<T, Failure> {
 }
 
 /// The values of `JOB_COLUMNS` for a job.
-fn job_row(job: &Job) -> Result<[SqlValue; 10], Failure> {
+fn job_row(job: &Job) -> Result<[SqlValue; 11], Failure> {
     let text = |s: &Option<String>| s.clone().map_or(SqlValue::Null, SqlValue::Text);
     Ok([
         SqlValue::Text(job.job_id.clone()),
@@ -464,7 +556,61 @@ fn job_row(job: &Job) -> Result<[SqlValue; 10], Failure> {
         text(&job.batch_id),
         SqlValue::Integer(nanos(job.expires_at)),
         SqlValue::Text(serde_json::to_string(job)?),
+        job.janitor_due_at()
+            .map_or(SqlValue::Null, |t| SqlValue::Integer(nanos(t))),
     ])
+}
+
+/// Inserts a job row; a clash of IDs is an error naming the job.
+fn insert_job_row(conn: &Connection, job_id: &str, row: &[SqlValue]) -> Result<(), Failure> {
+    let sql = format!(
+        "INSERT INTO jobs ({JOB_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+    );
+    match conn
+        .prepare_cached(&sql)?
+        .execute(params_from_iter(row.iter()))
+    {
+        Ok(_) => Ok(()),
+        Err(e) if is_duplicate(&e) => Err(other(format!("job {job_id} already exists"))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Appends a log row and drops the job's entries past the newest `max_entries`.
+fn insert_log_row(
+    conn: &Connection,
+    job_id: &str,
+    level: &str,
+    ts: i64,
+    record: &str,
+    max_entries: u64,
+) -> Result<(), Failure> {
+    conn.prepare_cached("INSERT INTO logs (job_id, level, ts, entry) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![job_id, level, ts, record])?;
+    // Counting first is cheap (a job has a few entries), and SQLite compiles the trimming
+    // DELETE afresh on every run (it cost a quarter of the writer's time when run always).
+    let count: i64 = conn
+        .prepare_cached("SELECT COUNT(*) FROM logs WHERE job_id = ?1")?
+        .query_row([job_id], |r| r.get(0))?;
+    if count > int(max_entries) {
+        conn.prepare_cached(
+            "DELETE FROM logs WHERE seq IN (SELECT seq FROM logs WHERE job_id = ?1 \
+             ORDER BY ts DESC, seq DESC LIMIT -1 OFFSET ?2)",
+        )?
+        .execute(params![job_id, int(max_entries)])?;
+    }
+    Ok(())
+}
+
+fn insert_queue_row(
+    conn: &Connection,
+    job_id: &str,
+    priority: u8,
+    visible_at: i64,
+) -> Result<(), Failure> {
+    conn.prepare_cached("INSERT INTO queue (job_id, priority, visible_at) VALUES (?1, ?2, ?3)")?
+        .execute(params![job_id, priority, visible_at])?;
+    Ok(())
 }
 
 fn query_jobs(conn: &Connection, sql: &str, args: &[SqlValue]) -> Result<Vec<Job>, Failure> {
@@ -487,18 +633,67 @@ impl JobStore for SqliteStore {
     async fn insert_job(&self, job: &Job) -> StoreResult<()> {
         let row = job_row(job)?;
         let job_id = job.job_id.clone();
+        self.write(move |conn| insert_job_row(conn, &job_id, &row))
+            .await
+    }
+
+    async fn insert_job_queued(
+        &self,
+        job: &Job,
+        logs: &[LogEntry],
+        max_log_entries: u64,
+        queue: &dyn JobQueue,
+    ) -> Result<(), InsertQueuedError> {
+        // Only a queue in this very database can share the transaction.
+        let ours = queue
+            .as_any()
+            .and_then(|q| q.downcast_ref::<SqliteStore>())
+            .is_some_and(|q| Arc::ptr_eq(&q.inner, &self.inner));
+        if job.queued && !ours {
+            return insert_job_queued_in_steps(self, job, logs, max_log_entries, queue).await;
+        }
+        let row = job_row(job).map_err(|f| InsertQueuedError::NotStored(f.into()))?;
+        let logs = logs
+            .iter()
+            .map(|entry| {
+                Ok((
+                    entry.level.as_str(),
+                    nanos(entry.timestamp),
+                    serde_json::to_string(entry)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, Failure>>()
+            .map_err(|f| InsertQueuedError::NotStored(f.into()))?;
+        let job_id = job.job_id.clone();
+        let message = job.queued.then_some((job.priority, self.now_micros()));
+        // One write: the job, its logs and its message commit together or not at all, so
+        // a crash can leave no stored job without a message.
         self.write(move |conn| {
-            let sql = format!(
-                "INSERT INTO jobs ({JOB_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
-            );
-            match conn
-                .prepare_cached(&sql)?
-                .execute(params_from_iter(row.iter()))
-            {
-                Ok(_) => Ok(()),
-                Err(e) if is_duplicate(&e) => Err(other(format!("job {job_id} already exists"))),
-                Err(e) => Err(e.into()),
+            insert_job_row(conn, &job_id, &row)?;
+            for (level, ts, record) in &logs {
+                insert_log_row(conn, &job_id, level, *ts, record, max_log_entries)?;
             }
+            if let Some((priority, visible_at)) = message {
+                insert_queue_row(conn, &job_id, priority, visible_at)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(InsertQueuedError::NotStored)?;
+        if message.is_some() {
+            self.inner.sends.notify_one();
+        }
+        Ok(())
+    }
+
+    async fn jobs_due(&self, now: DateTime<Utc>) -> StoreResult<Vec<Job>> {
+        let now = nanos(now);
+        self.read(move |conn| {
+            query_jobs(
+                conn,
+                "SELECT record FROM jobs WHERE due_at <= ?1 AND expires_at > ?1",
+                &[SqlValue::Integer(now)],
+            )
         })
         .await
     }
@@ -522,17 +717,31 @@ impl JobStore for SqliteStore {
         };
         let row = job_row(job)?;
         self.write(move |conn| {
-            // One statement: the version check and the write cannot be split.
-            let changed = conn
+            let expected = SqlValue::Integer(int(expected));
+            let args = || row.iter().chain(std::iter::once(&expected));
+            // One statement each: the version check and the write cannot be split. The
+            // columns a job keeps from its creation are only compared, not set: SQLite
+            // rewrites the index entries of every column an UPDATE sets, changed or not,
+            // and a status change would otherwise touch all seven indexes.
+            let mut changed = conn
                 .prepare_cached(
-                    "UPDATE jobs SET version = ?2, status = ?3, job_type = ?4, created_at = ?5, \
-                     age_group = ?6, country = ?7, batch_id = ?8, expires_at = ?9, record = ?10 \
-                     WHERE job_id = ?1 AND version = ?11",
+                    "UPDATE jobs SET version = ?2, status = ?3, expires_at = ?9, record = ?10, \
+                     due_at = ?11 WHERE job_id = ?1 AND version = ?12 AND job_type = ?4 \
+                     AND created_at = ?5 AND age_group IS ?6 AND country IS ?7 \
+                     AND batch_id IS ?8",
                 )?
-                .execute(params_from_iter(
-                    row.iter()
-                        .chain(std::iter::once(&SqlValue::Integer(int(expected)))),
-                ))?;
+                .execute(params_from_iter(args()))?;
+            if changed == 0 {
+                // Lost, or one of those columns changed after all: the full update decides.
+                changed = conn
+                    .prepare_cached(
+                        "UPDATE jobs SET version = ?2, status = ?3, job_type = ?4, \
+                         created_at = ?5, age_group = ?6, country = ?7, batch_id = ?8, \
+                         expires_at = ?9, record = ?10, due_at = ?11 \
+                         WHERE job_id = ?1 AND version = ?12",
+                    )?
+                    .execute(params_from_iter(args()))?;
+            }
             Ok(if changed == 1 {
                 Write::Done
             } else {
@@ -642,21 +851,8 @@ impl JobStore for SqliteStore {
         let level = entry.level.as_str();
         let ts = nanos(entry.timestamp);
         let record = serde_json::to_string(entry).map_err(Failure::from)?;
-        self.write(move |conn| {
-            conn.prepare_cached(
-                "INSERT INTO logs (job_id, level, ts, entry) VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![job_id, level, ts, record])?;
-            // Walks the job's index entries past the newest `max_entries`: cheap at the
-            // configured 1,000, and usually there is nothing to delete.
-            conn.prepare_cached(
-                "DELETE FROM logs WHERE seq IN (SELECT seq FROM logs WHERE job_id = ?1 \
-                 ORDER BY ts DESC, seq DESC LIMIT -1 OFFSET ?2)",
-            )?
-            .execute(params![job_id, int(max_entries)])?;
-            Ok(())
-        })
-        .await
+        self.write(move |conn| insert_log_row(conn, &job_id, level, ts, &record, max_entries))
+            .await
     }
 
     async fn logs(
@@ -855,14 +1051,12 @@ impl JobQueue for SqliteStore {
     async fn send(&self, job_id: &str, priority: u8, delay: Duration) -> StoreResult<()> {
         let job_id = job_id.to_string();
         let visible_at = self.now_micros().saturating_add(micros(delay));
-        self.write(move |conn| {
-            conn.prepare_cached(
-                "INSERT INTO queue (job_id, priority, visible_at) VALUES (?1, ?2, ?3)",
-            )?
-            .execute(params![job_id, priority, visible_at])?;
-            Ok(())
-        })
-        .await
+        self.write(move |conn| insert_queue_row(conn, &job_id, priority, visible_at))
+            .await?;
+        if delay.is_zero() {
+            self.inner.sends.notify_one();
+        }
+        Ok(())
     }
 
     async fn receive(&self, max: u32, visibility: Duration) -> StoreResult<Vec<Delivery>> {
@@ -923,7 +1117,11 @@ impl JobQueue for SqliteStore {
                 .execute(params![receipt, visible_at])?;
             Ok(())
         })
-        .await
+        .await?;
+        if delay.is_zero() {
+            self.inner.sends.notify_one();
+        }
+        Ok(())
     }
 
     async fn depth(&self) -> StoreResult<u64> {
@@ -932,6 +1130,17 @@ impl JobQueue for SqliteStore {
             Ok(n as u64)
         })
         .await
+    }
+
+    /// Wakes on a send of this store (any clone) that is receivable at once. `notify_one`
+    /// keeps a wake-up for a worker that is between an empty `receive` and this wait, so
+    /// none is lost; a spare one only costs an empty `receive`.
+    async fn wait(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.inner.sends.notified()).await;
+    }
+
+    fn as_any(&self) -> Option<&dyn Any> {
+        Some(self)
     }
 }
 
@@ -972,6 +1181,7 @@ mod tests {
             "SELECT seq FROM queue WHERE visible_at <= 5 ORDER BY priority DESC, seq LIMIT 10"
                 .to_string(),
             "DELETE FROM queue WHERE receipt = 'x'".to_string(),
+            "SELECT record FROM jobs WHERE due_at <= 5 AND expires_at > 5".to_string(),
         ];
         for sql in queries {
             let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
@@ -986,5 +1196,53 @@ mod tests {
                 "{sql}: {plan}"
             );
         }
+        let mut stmt = conn
+            .prepare(
+                "EXPLAIN QUERY PLAN SELECT record FROM jobs WHERE due_at <= 5 AND expires_at > 5",
+            )
+            .unwrap();
+        let plan: String = stmt.query_row([], |r| r.get(3)).unwrap();
+        assert!(plan.contains("jobs_due"), "the janitor's query: {plan}");
+    }
+
+    /// A version-1 database gains the due column, filled in for its open jobs.
+    #[test]
+    fn a_version_1_database_is_migrated() {
+        use vacal_core::conformance::sample_job;
+        let dir = tempfile::tempdir().unwrap();
+        let conn = connect(&dir.path().join("v1.db")).unwrap();
+        migrate(&conn).unwrap();
+        // Back to version 1: no due column.
+        conn.execute_batch(
+            "DROP INDEX jobs_due; ALTER TABLE jobs DROP COLUMN due_at; PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        let now = Utc::now();
+        let open = sample_job("job_migrate00001", now);
+        let mut done = sample_job("job_migrate00002", now);
+        done.status = JobStatus::Success;
+        for job in [&open, &done] {
+            let row = job_row(job).unwrap();
+            conn.execute(
+                "INSERT INTO jobs (job_id, version, status, job_type, created_at, age_group, \
+                 country, batch_id, expires_at, record) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params_from_iter(row[..10].iter()),
+            )
+            .unwrap();
+        }
+        migrate(&conn).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let due = |id: &str| -> Option<i64> {
+            conn.query_row("SELECT due_at FROM jobs WHERE job_id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .unwrap()
+        };
+        assert_eq!(due(&open.job_id), Some(nanos(open.timeout_at)));
+        assert_eq!(due(&done.job_id), None);
     }
 }
