@@ -160,13 +160,19 @@ where
 {
     use aws_sdk_dynamodb::error::SdkError;
     use vacal_core::ports::StoreError;
-    let detail = aws_sdk_dynamodb::error::DisplayErrorContext(e);
     match e {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            let detail = aws_sdk_dynamodb::error::DisplayErrorContext(e);
             StoreError::Unavailable(format!("{what}: {detail}"))
         }
         SdkError::ServiceError(se) => {
-            let code = se.err().code().unwrap_or_default();
+            // Code and message only: the full context (raw response, headers) would end up
+            // in API error bodies and health checks.
+            let code = se.err().code().unwrap_or("unknown error");
+            let detail = match se.err().message() {
+                Some(m) => format!("{what}: {code}: {m}"),
+                None => format!("{what}: {code}"),
+            };
             let transient = code.contains("Throttl")
                 || code.contains("ProvisionedThroughputExceeded")
                 || code == "RequestLimitExceeded"
@@ -176,12 +182,15 @@ where
                 || code == "SlowDown"
                 || code == "TransactionInProgressException";
             if transient {
-                StoreError::Unavailable(format!("{what}: {detail}"))
+                StoreError::Unavailable(detail)
             } else {
-                StoreError::Other(format!("{what}: {detail}"))
+                StoreError::Other(detail)
             }
         }
-        _ => StoreError::Other(format!("{what}: {detail}")),
+        _ => StoreError::Other(format!(
+            "{what}: {}",
+            aws_sdk_dynamodb::error::DisplayErrorContext(e)
+        )),
     }
 }
 
