@@ -276,7 +276,7 @@ fn total(a: &[f64]) -> f64 {
 
 /// Dot product with four partial sums, to shorten the floating-point dependency chain.
 #[inline(always)]
-fn dot(a: &[f64], b: &[f64]) -> f64 {
+pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
     let mut acc = [0.0; 4];

@@ -20,7 +20,7 @@ use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 
-use crate::density::Posterior;
+use crate::density::{dot, Posterior};
 use crate::mcmc::{CancelCheck, ChainDraws, McmcSettings, SamplerError, Samples};
 use crate::model::ModelSpec;
 
@@ -412,27 +412,6 @@ fn log_sum_exp(a: f64, b: f64) -> f64 {
     }
     let m = a.max(b);
     m + ((a - m).exp() + (b - m).exp()).ln()
-}
-
-#[inline]
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    // Four partial sums: a single running sum is one long chain of dependent additions.
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0.0; 4];
-    let (a4, b4) = (a.chunks_exact(4), b.chunks_exact(4));
-    let rest: f64 = a4
-        .remainder()
-        .iter()
-        .zip(b4.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in a4.zip(b4) {
-        for l in 0..4 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    (acc[0] + acc[1]) + (acc[2] + acc[3]) + rest
 }
 
 /// The no-U-turn criterion for a trajectory with momentum sum `rho` and end-point velocities
