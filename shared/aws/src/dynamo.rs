@@ -246,6 +246,30 @@ impl DynamoStore {
         }
     }
 
+    /// Puts a new record; an existing one with the same key is an error naming `what`.
+    async fn put_new(&self, item: Item, what: impl FnOnce() -> String) -> StoreResult<()> {
+        match self.put_if(item, "attribute_not_exists(pk)", None).await? {
+            Write::Done => Ok(()),
+            Write::Lost => Err(other(format!("{} already exists", what()))),
+        }
+    }
+
+    /// Replaces a record carrying `version` if the stored one carries `version − 1`.
+    async fn put_next_version(&self, item: Item, version: u64) -> StoreResult<Write> {
+        // Version 0 has no predecessor: nothing can match.
+        let Some(expected) = version.checked_sub(1) else {
+            return Ok(Write::Lost);
+        };
+        // A missing item has no version, so the comparison is false: a lost update never
+        // creates (or resurrects) a record.
+        self.put_if(
+            item,
+            "version = :expected",
+            Some(HashMap::from([(":expected".to_string(), n(expected))])),
+        )
+        .await
+    }
+
     /// Every item of a query, following pages.
     async fn query_all(
         &self,
@@ -408,13 +432,8 @@ impl JobStore for DynamoStore {
                     .is_some_and(|se| se.is_conditional_check_failed_exception()) => {}
             Err(e) => return Err(sdk_error("DynamoDB UpdateItem (job day)", &e)),
         }
-        match self
-            .put_if(job_item(job)?, "attribute_not_exists(pk)", None)
-            .await?
-        {
-            Write::Done => Ok(()),
-            Write::Lost => Err(other(format!("job {} already exists", job.job_id))),
-        }
+        self.put_new(job_item(job)?, || format!("job {}", job.job_id))
+            .await
     }
 
     async fn get_job(&self, job_id: &str, now: DateTime<Utc>) -> StoreResult<Option<Job>> {
@@ -426,18 +445,7 @@ impl JobStore for DynamoStore {
     }
 
     async fn update_job(&self, job: &Job) -> StoreResult<Write> {
-        // Version 0 has no predecessor: nothing can match.
-        let Some(expected) = job.version.checked_sub(1) else {
-            return Ok(Write::Lost);
-        };
-        // A missing item has no version, so the comparison is false: a lost update never
-        // creates (or resurrects) a job.
-        self.put_if(
-            job_item(job)?,
-            "version = :expected",
-            Some(HashMap::from([(":expected".to_string(), n(expected))])),
-        )
-        .await
+        self.put_next_version(job_item(job)?, job.version).await
     }
 
     async fn delete_job(&self, job_id: &str) -> StoreResult<u64> {
@@ -583,13 +591,8 @@ impl JobStore for DynamoStore {
     }
 
     async fn insert_batch(&self, batch: &Batch) -> StoreResult<()> {
-        match self
-            .put_if(batch_item(batch)?, "attribute_not_exists(pk)", None)
-            .await?
-        {
-            Write::Done => Ok(()),
-            Write::Lost => Err(other(format!("batch {} already exists", batch.batch_id))),
-        }
+        self.put_new(batch_item(batch)?, || format!("batch {}", batch.batch_id))
+            .await
     }
 
     async fn get_batch(&self, batch_id: &str, now: DateTime<Utc>) -> StoreResult<Option<Batch>> {
@@ -601,15 +604,8 @@ impl JobStore for DynamoStore {
     }
 
     async fn update_batch(&self, batch: &Batch) -> StoreResult<Write> {
-        let Some(expected) = batch.version.checked_sub(1) else {
-            return Ok(Write::Lost);
-        };
-        self.put_if(
-            batch_item(batch)?,
-            "version = :expected",
-            Some(HashMap::from([(":expected".to_string(), n(expected))])),
-        )
-        .await
+        self.put_next_version(batch_item(batch)?, batch.version)
+            .await
     }
 
     async fn put_cache_entry(&self, entry: &CacheEntry) -> StoreResult<Write> {
