@@ -7,6 +7,7 @@ use rand::SeedableRng;
 
 use crate::diagnostics::diagnose_samples;
 use crate::error::EngineError;
+use crate::independence;
 use crate::mcmc::{McmcSettings, Samples};
 use crate::model::{AlgorithmTerm, Misclassification, ModelSpec};
 use crate::numeric::{quantile_sorted, smart_round};
@@ -39,7 +40,7 @@ pub const AUTO_GIBBS_THIN: u64 = 25;
 /// Convergence diagnostics of one MCMC fit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Diagnostics {
-    /// The sampler that produced the draws: "nuts" or "gibbs".
+    /// The sampler that produced the draws: "nuts", "gibbs" or "independence".
     pub sampler: &'static str,
     /// Largest rank-normalised split R-hat over the calibrated causes.
     pub max_rhat: f64,
@@ -203,6 +204,24 @@ fn smallest_alpha(spec: &ModelSpec) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
+/// The sampler a fit runs with.
+#[derive(Debug, Clone, Copy)]
+enum Chosen {
+    Nuts,
+    Gibbs,
+    Independence(independence::Plan),
+}
+
+impl Chosen {
+    fn name(self) -> &'static str {
+        match self {
+            Chosen::Nuts => "nuts",
+            Chosen::Gibbs => "gibbs",
+            Chosen::Independence(_) => "independence",
+        }
+    }
+}
+
 fn run_sampler(
     spec: &ModelSpec,
     mcmc: &McmcRequest,
@@ -216,22 +235,28 @@ fn run_sampler(
         .terms
         .iter()
         .all(|t| t.counts.iter().all(|c| c.fract() == 0.0));
-    let use_gibbs = match mcmc.sampler {
-        SamplerKind::Gibbs => true,
-        SamplerKind::Nuts => false,
-        SamplerKind::Auto => whole_counts && smallest_alpha(spec) < AUTO_GIBBS_BELOW_ALPHA,
+    let chosen = match mcmc.sampler {
+        SamplerKind::Gibbs => Chosen::Gibbs,
+        SamplerKind::Nuts => Chosen::Nuts,
+        SamplerKind::Auto if whole_counts && smallest_alpha(spec) < AUTO_GIBBS_BELOW_ALPHA => {
+            settings.thin *= AUTO_GIBBS_THIN as usize;
+            Chosen::Gibbs
+        }
+        SamplerKind::Auto => match independence::plan(spec, settings.seed) {
+            Some(plan) => Chosen::Independence(plan),
+            None => Chosen::Nuts,
+        },
     };
-    if use_gibbs && mcmc.sampler == SamplerKind::Auto {
-        settings.thin *= AUTO_GIBBS_THIN as usize;
-    }
-    let samples = if use_gibbs {
-        crate::gibbs::sample_gibbs(spec, &settings, &cancel)?
-    } else {
-        crate::nuts::sample_nuts(spec, &settings, &cancel)?
+    let samples = match chosen {
+        Chosen::Gibbs => crate::gibbs::sample_gibbs(spec, &settings, &cancel)?,
+        Chosen::Nuts => crate::nuts::sample_nuts(spec, &settings, &cancel)?,
+        Chosen::Independence(plan) => {
+            independence::sample_independence(spec, &settings, plan, &cancel)?
+        }
     };
     let diag = diagnose_samples(&samples);
     let diagnostics = Diagnostics {
-        sampler: if use_gibbs { "gibbs" } else { "nuts" },
+        sampler: chosen.name(),
         max_rhat: diag.max_rhat,
         min_ess_bulk: diag.min_ess_bulk,
         divergences: samples.chains.iter().map(|c| c.divergences).sum(),

@@ -11,14 +11,13 @@
 //! Each chain uses its own ChaCha8 stream: seed `settings.seed`, stream = chain index, so the
 //! draws do not depend on how chains are spread over threads.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rand::rngs::ChaCha8Rng;
 use rand::{Rng, RngExt, SeedableRng};
 use rand_distr::{Binomial, Distribution, Gamma, Open01};
 
-use crate::mcmc::{CancelCheck, ChainDraws, McmcSettings, SamplerError, Samples};
+use crate::mcmc::{run_chains, CancelCheck, ChainDraws, McmcSettings, SamplerError, Samples};
 use crate::model::{Misclassification, ModelSpec};
 
 /// Sweeps between two polls of the cancel check.
@@ -48,69 +47,9 @@ pub fn sample_gibbs(
         .and_then(|s| s.checked_add(settings.warmup_per_chain))
         .ok_or_else(|| failed("number of sweeps overflows"))?;
 
-    let threads = settings
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .clamp(1, settings.chains);
-
-    // Chains are handed out from a shared counter; each result goes to its chain's slot, so the
-    // output order is the chain order whatever the scheduling.
-    let next_chain = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
-    let slots: Vec<Mutex<Option<Result<ChainDraws, SamplerError>>>> =
-        (0..settings.chains).map(|_| Mutex::new(None)).collect();
-
-    let worker = || loop {
-        let chain = next_chain.fetch_add(1, Ordering::Relaxed);
-        if chain >= settings.chains {
-            break;
-        }
-        let result = if stop.load(Ordering::Relaxed) {
-            Err(SamplerError::Cancelled)
-        } else {
-            run_chain(&model, settings, chain, total_sweeps, cancel, &stop)
-        };
-        if result.is_err() {
-            // A failed or cancelled chain makes the whole run fail: stop the others early.
-            stop.store(true, Ordering::Relaxed);
-        }
-        if let Ok(mut slot) = slots[chain].lock() {
-            *slot = Some(result);
-        }
-    };
-
-    let mut panicked = false;
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads).map(|_| scope.spawn(worker)).collect();
-        for handle in handles {
-            // Joining here turns a worker panic into an error instead of re-panicking.
-            panicked |= handle.join().is_err();
-        }
-    });
-    if panicked {
-        return Err(failed("a Gibbs worker thread panicked"));
-    }
-
-    let results: Vec<Option<Result<ChainDraws, SamplerError>>> = slots
-        .into_iter()
-        .map(|m| m.into_inner().ok().flatten())
-        .collect();
-    // A real failure wins over the cancellations it caused in other chains.
-    if let Some(e) = results.iter().flatten().find_map(|r| match r {
-        Err(e @ SamplerError::Failed(_)) => Some(e.clone()),
-        _ => None,
-    }) {
-        return Err(e);
-    }
-    let mut chains = Vec::with_capacity(settings.chains);
-    for r in results {
-        match r {
-            Some(Ok(c)) => chains.push(c),
-            Some(Err(e)) => return Err(e),
-            None => return Err(SamplerError::Cancelled),
-        }
-    }
-    Ok(Samples { chains })
+    run_chains(settings, cancel, |chain, stop| {
+        run_chain(&model, settings, chain, total_sweeps, cancel, stop)
+    })
 }
 
 fn failed(msg: impl Into<String>) -> SamplerError {

@@ -10,6 +10,7 @@ pub mod density;
 pub mod diagnostics;
 pub mod error;
 pub mod gibbs;
+pub mod independence;
 pub mod mcmc;
 pub mod model;
 pub mod numeric;

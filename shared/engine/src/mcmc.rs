@@ -1,4 +1,8 @@
-//! What every sampler takes and returns.
+//! What every sampler takes and returns, and the thread pool that runs their chains.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 /// Settings of one sampler run. Chains run in parallel threads; chain `c` draws all its random
 /// numbers from an RNG seeded by `(seed, c)`, so results do not depend on `threads`.
@@ -47,3 +51,78 @@ pub enum SamplerError {
 /// Polled by samplers between iterations (from any thread); `true` stops the run with
 /// `SamplerError::Cancelled`.
 pub type CancelCheck<'a> = &'a (dyn Fn() -> bool + Sync);
+
+/// Runs `chain(c, stop)` for every chain `c` on up to `settings.threads` threads and returns
+/// the draws in chain order, whatever the scheduling. A chain that fails or sees the
+/// cancellation sets `stop`, which the others poll to end early; a real failure is reported
+/// ahead of the cancellations it caused, and a panicking chain becomes an error.
+pub(crate) fn run_chains<F>(
+    settings: &McmcSettings,
+    cancel: CancelCheck,
+    chain: F,
+) -> Result<Samples, SamplerError>
+where
+    F: Fn(usize, &AtomicBool) -> Result<ChainDraws, SamplerError> + Sync,
+{
+    if settings.chains == 0 {
+        return Err(SamplerError::Failed("at least one chain is needed".into()));
+    }
+    let threads = settings
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, settings.chains);
+    let next_chain = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let slots: Vec<Mutex<Option<Result<ChainDraws, SamplerError>>>> =
+        (0..settings.chains).map(|_| Mutex::new(None)).collect();
+    let worker = || loop {
+        let c = next_chain.fetch_add(1, Ordering::Relaxed);
+        if c >= settings.chains {
+            break;
+        }
+        let result = if stop.load(Ordering::Relaxed) || cancel() {
+            Err(SamplerError::Cancelled)
+        } else {
+            catch_unwind(AssertUnwindSafe(|| chain(c, &stop))).unwrap_or_else(|panic| {
+                let msg = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".to_string());
+                Err(SamplerError::Failed(format!("chain {c} panicked: {msg}")))
+            })
+        };
+        if result.is_err() {
+            stop.store(true, Ordering::Relaxed);
+        }
+        if let Ok(mut slot) = slots[c].lock() {
+            *slot = Some(result);
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..threads {
+            scope.spawn(worker);
+        }
+        // The calling thread is one of the workers.
+        worker();
+    });
+    let results: Vec<Option<Result<ChainDraws, SamplerError>>> = slots
+        .into_iter()
+        .map(|m| m.into_inner().ok().flatten())
+        .collect();
+    if let Some(e) = results.iter().flatten().find_map(|r| match r {
+        Err(e @ SamplerError::Failed(_)) => Some(e.clone()),
+        _ => None,
+    }) {
+        return Err(e);
+    }
+    let mut chains = Vec::with_capacity(settings.chains);
+    for r in results {
+        match r {
+            Some(Ok(c)) => chains.push(c),
+            Some(Err(e)) => return Err(e),
+            None => return Err(SamplerError::Cancelled),
+        }
+    }
+    Ok(Samples { chains })
+}
