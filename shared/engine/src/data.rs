@@ -64,14 +64,17 @@ struct AlgorithmMatrices {
     postmean: HashMap<String, StoredMatrix>,
 }
 
-#[derive(Debug, Deserialize)]
-struct AgeGroupMatrices {
-    algorithms: HashMap<String, AlgorithmMatrices>,
+#[derive(Deserialize)]
+struct AgeGroupMatrices<'a> {
+    #[serde(borrow)]
+    algorithms: HashMap<String, &'a serde_json::value::RawValue>,
 }
 
-#[derive(Debug, Deserialize)]
-struct MissmatFile {
-    age_groups: HashMap<String, AgeGroupMatrices>,
+/// The matrix file, with each algorithm's matrices left unparsed until first use.
+#[derive(Deserialize)]
+struct MissmatFile<'a> {
+    #[serde(borrow)]
+    age_groups: HashMap<String, AgeGroupMatrices<'a>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,12 +97,25 @@ pub struct CcvaOutput {
     pub causes: Vec<String>,
 }
 
-fn missmat_file() -> &'static MissmatFile {
-    static FILE: OnceLock<MissmatFile> = OnceLock::new();
-    FILE.get_or_init(|| {
+/// One algorithm's stored matrices, parsed on first use: a request needs one or three of the
+/// six, and parsing them all was a tenth of a single-algorithm run.
+fn algorithm_matrices(age_group: AgeGroup, algorithm: &str) -> Option<&'static AlgorithmMatrices> {
+    static FILE: OnceLock<MissmatFile<'static>> = OnceLock::new();
+    static PARSED: [[OnceLock<AlgorithmMatrices>; STORED_ALGORITHMS.len()]; 2] =
+        [const { [const { OnceLock::new() }; STORED_ALGORITHMS.len()] }; 2];
+    let a = STORED_ALGORITHMS.iter().position(|&s| s == algorithm)?;
+    let file = FILE.get_or_init(|| {
         serde_json::from_str(include_str!("../data/CCVA_missmat.json"))
             .expect("bundled CCVA_missmat.json is valid")
-    })
+    });
+    let raw = *file
+        .age_groups
+        .get(age_group.as_str())?
+        .algorithms
+        .get(algorithm)?;
+    Some(PARSED[age_group as usize][a].get_or_init(|| {
+        serde_json::from_str(raw.get()).expect("bundled CHAMPS matrices are valid")
+    }))
 }
 
 fn cause_map_file() -> &'static CauseMapFile {
@@ -144,11 +160,7 @@ pub fn stored_matrix(
     country: &str,
     kind: StoredKind,
 ) -> Option<&'static StoredMatrix> {
-    let algorithm = missmat_file()
-        .age_groups
-        .get(age_group.as_str())?
-        .algorithms
-        .get(algorithm)?;
+    let algorithm = algorithm_matrices(age_group, algorithm)?;
     let by_country = match kind {
         StoredKind::Dirichlet => &algorithm.as_dirich,
         StoredKind::PosteriorMean => &algorithm.postmean,
@@ -156,47 +168,55 @@ pub fn stored_matrix(
     by_country.get(resolve_country(country))
 }
 
+/// The example file, split into one unparsed JSON table per age group and algorithm.
+#[derive(Deserialize)]
+struct ExampleIndex {
+    #[serde(borrow)]
+    age_groups: HashMap<String, HashMap<String, &'static serde_json::value::RawValue>>,
+}
+
+/// One example table: `ID` and `cause` (EAVA) or `cause1` (openVA) columns.
+#[derive(Deserialize)]
+struct ExampleTable {
+    #[serde(rename = "ID")]
+    ids: Vec<serde_json::Value>,
+    cause: Option<Vec<String>>,
+    cause1: Option<Vec<String>>,
+}
+
 /// The COMSA-Mozambique CCVA output bundled with vacalibration 2.2 (`comsamoz_CCVAoutput`).
+///
+/// Only the requested table is parsed (on first use): the file holds six, and parsing all of
+/// them took a fifth of a single-algorithm `vacal calibrate --example` run.
 pub fn example_output(age_group: AgeGroup, algorithm: &str) -> Option<&'static CcvaOutput> {
-    type Examples = HashMap<(AgeGroup, String), CcvaOutput>;
-    static EXAMPLES: OnceLock<Examples> = OnceLock::new();
-    let examples = EXAMPLES.get_or_init(|| {
-        let file: serde_json::Value =
+    static INDEX: OnceLock<ExampleIndex> = OnceLock::new();
+    static TABLES: [[OnceLock<CcvaOutput>; STORED_ALGORITHMS.len()]; 2] =
+        [const { [const { OnceLock::new() }; STORED_ALGORITHMS.len()] }; 2];
+    let a = STORED_ALGORITHMS.iter().position(|&s| s == algorithm)?;
+    let slot = &TABLES[age_group as usize][a];
+    Some(slot.get_or_init(|| {
+        let index = INDEX.get_or_init(|| {
             serde_json::from_str(include_str!("../data/comsamoz_CCVAoutput.json"))
-                .expect("bundled comsamoz_CCVAoutput.json is valid");
-        let mut examples = Examples::new();
-        for age_group in [AgeGroup::Neonate, AgeGroup::Child] {
-            let tables = &file["age_groups"][age_group.as_str()];
-            for algorithm in STORED_ALGORITHMS {
-                let table = &tables[algorithm];
-                let cause_column = if table.get("cause").is_some() {
-                    "cause"
-                } else {
-                    "cause1"
-                };
-                let strings = |column: &str| -> Vec<String> {
-                    table[column]
-                        .as_array()
-                        .expect("example column is an array")
-                        .iter()
-                        .map(|v| match v {
-                            serde_json::Value::String(s) => s.clone(),
-                            other => other.to_string(),
-                        })
-                        .collect()
-                };
-                examples.insert(
-                    (age_group, algorithm.to_string()),
-                    CcvaOutput {
-                        ids: strings("ID"),
-                        causes: strings(cause_column),
-                    },
-                );
-            }
+                .expect("bundled comsamoz_CCVAoutput.json is valid")
+        });
+        let raw = index.age_groups[age_group.as_str()][algorithm];
+        let table: ExampleTable =
+            serde_json::from_str(raw.get()).expect("bundled example table is valid");
+        CcvaOutput {
+            ids: table
+                .ids
+                .into_iter()
+                .map(|v| match v {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                })
+                .collect(),
+            causes: table
+                .cause
+                .or(table.cause1)
+                .expect("example table has a cause column"),
         }
-        examples
-    });
-    examples.get(&(age_group, algorithm.to_string()))
+    }))
 }
 
 #[cfg(test)]

@@ -19,13 +19,30 @@ use crate::mcmc::Samples;
 /// Rank-normalised split R-hat: the maximum of the bulk R-hat and the R-hat of the draws folded
 /// around their median, both computed on rank-normalised split chains.
 pub fn split_rhat_rank(chains: &[Vec<f64>]) -> f64 {
+    rhat_and_ess_bulk(chains).0
+}
+
+/// Rank-normalised split bulk effective sample size (`posterior::ess_bulk`), with Geyer's
+/// initial positive and monotone sequences and the "improved" antithetic-safe truncation.
+pub fn ess_bulk(chains: &[Vec<f64>]) -> f64 {
     let Some(split) = split_chains(chains) else {
         return f64::NAN;
     };
+    ess_basic(&z_scale(&split))
+}
+
+/// [`split_rhat_rank`] and [`ess_bulk`] together; they share the rank-normalised split chains,
+/// the costly part (a sort and an inverse normal CDF per draw).
+fn rhat_and_ess_bulk(chains: &[Vec<f64>]) -> (f64, f64) {
+    let Some(split) = split_chains(chains) else {
+        return (f64::NAN, f64::NAN);
+    };
+    let z = z_scale(&split);
+    let ess = ess_basic(&z);
     if split[0].len() < 2 {
-        return f64::NAN;
+        return (f64::NAN, ess);
     }
-    let bulk = rhat_basic(&z_scale(&split));
+    let bulk = rhat_basic(&z);
 
     // Fold around the median of every retained draw of the unsplit chains (posterior's
     // `fold_draws`); for chains of even length this is also what ArviZ does.
@@ -39,20 +56,12 @@ pub fn split_rhat_rank(chains: &[Vec<f64>]) -> f64 {
     let tail = rhat_basic(&z_scale(&folded));
 
     // R's max(): NaN in either part makes the result NaN.
-    if bulk.is_nan() || tail.is_nan() {
+    let rhat = if bulk.is_nan() || tail.is_nan() {
         f64::NAN
     } else {
         bulk.max(tail)
-    }
-}
-
-/// Rank-normalised split bulk effective sample size (`posterior::ess_bulk`), with Geyer's
-/// initial positive and monotone sequences and the "improved" antithetic-safe truncation.
-pub fn ess_bulk(chains: &[Vec<f64>]) -> f64 {
-    let Some(split) = split_chains(chains) else {
-        return f64::NAN;
     };
-    ess_basic(&z_scale(&split))
+    (rhat, ess)
 }
 
 /// R-hat and bulk ESS of one coordinate of `p`.
@@ -83,24 +92,60 @@ pub fn diagnose_samples(samples: &Samples) -> SamplesDiagnostics {
         .iter()
         .find_map(|c| c.draws.first().map(Vec::len))
         .unwrap_or(0);
-    let per_coordinate: Vec<CoordinateDiagnostics> = (0..dim)
-        .map(|i| {
-            let chains: Vec<Vec<f64>> = samples
-                .chains
-                .iter()
-                .map(|c| {
-                    c.draws
-                        .iter()
-                        .map(|d| d.get(i).copied().unwrap_or(f64::NAN))
-                        .collect()
+    let coordinate = |i: usize| {
+        let chains: Vec<Vec<f64>> = samples
+            .chains
+            .iter()
+            .map(|c| {
+                c.draws
+                    .iter()
+                    .map(|d| d.get(i).copied().unwrap_or(f64::NAN))
+                    .collect()
+            })
+            .collect();
+        let (rhat, ess_bulk) = rhat_and_ess_bulk(&chains);
+        CoordinateDiagnostics { rhat, ess_bulk }
+    };
+    // Coordinates are independent: spread them over the cores (the sampler's threads are done).
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, dim.max(1));
+    let per_coordinate: Vec<CoordinateDiagnostics> = if threads == 1 {
+        (0..dim).map(coordinate).collect()
+    } else {
+        let coordinate = &coordinate;
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (1..threads)
+                .map(|t| {
+                    scope.spawn(move || {
+                        (t..dim)
+                            .step_by(threads)
+                            .map(|i| (i, coordinate(i)))
+                            .collect::<Vec<_>>()
+                    })
                 })
                 .collect();
-            CoordinateDiagnostics {
-                rhat: split_rhat_rank(&chains),
-                ess_bulk: ess_bulk(&chains),
+            let mut slots: Vec<Option<CoordinateDiagnostics>> = vec![None; dim];
+            for i in (0..dim).step_by(threads) {
+                slots[i] = Some(coordinate(i));
             }
+            for handle in handles {
+                // A panic here is a bug in this module; surface it as NaN diagnostics.
+                for (i, c) in handle.join().unwrap_or_default() {
+                    slots[i] = Some(c);
+                }
+            }
+            slots
+                .into_iter()
+                .map(|c| {
+                    c.unwrap_or(CoordinateDiagnostics {
+                        rhat: f64::NAN,
+                        ess_bulk: f64::NAN,
+                    })
+                })
+                .collect()
         })
-        .collect();
+    };
     let worst = |value: fn(&CoordinateDiagnostics) -> f64, pick: fn(f64, f64) -> f64| {
         let mut acc: Option<f64> = None;
         for c in &per_coordinate {
@@ -143,20 +188,21 @@ fn split_chains(chains: &[Vec<f64>]) -> Option<Vec<Vec<f64>>> {
 /// Replaces every draw by Φ⁻¹((r − 3/8)/(S + 1/4)), with r its average rank among all S draws
 /// of all chains (Blom's offset, as `posterior::z_scale`).
 fn z_scale(chains: &[Vec<f64>]) -> Vec<Vec<f64>> {
-    let flat: Vec<f64> = chains.iter().flatten().copied().collect();
-    let s = flat.len();
-    let mut order: Vec<usize> = (0..s).collect();
-    order.sort_by(|&a, &b| flat[a].total_cmp(&flat[b]));
+    // Sorting (value, position) pairs keeps the comparisons in cache; the order among equal
+    // values does not matter, since ties share their average rank.
+    let mut order: Vec<(f64, usize)> = chains.iter().flatten().copied().zip(0..).collect();
+    let s = order.len();
+    order.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
     let mut ranks = vec![0.0; s];
     let mut i = 0;
     while i < s {
         let mut j = i + 1;
-        while j < s && flat[order[j]] == flat[order[i]] {
+        while j < s && order[j].0 == order[i].0 {
             j += 1;
         }
         // Ties share the average of the 1-based ranks i+1..=j.
         let avg = (i + 1 + j) as f64 / 2.0;
-        for &k in &order[i..j] {
+        for &(_, k) in &order[i..j] {
             ranks[k] = avg;
         }
         i = j;
