@@ -1,8 +1,14 @@
-//! Starts `vacal serve` as a child process on an ephemeral port and talks to it over HTTP.
+//! Starts `vacal serve` as a child process on an ephemeral port and talks to it over HTTP;
+//! or talks to an API served elsewhere ([`Remote`], e.g. the Lambda deployment run by
+//! [`lambda_stack`]).
+
+pub mod api_suite;
+pub mod lambda_stack;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -91,13 +97,26 @@ impl Server {
         // The old process is already dead; dropping its handle just reaps nothing.
         *self = Server::start(&self.data_dir, self.workers, &env);
     }
+}
 
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
+impl Api for Server {
+    fn base(&self) -> &str {
+        &self.base
+    }
+}
+
+/// An HTTP API under test: `vacal serve` started by the test ([`Server`]) or one served
+/// elsewhere ([`Remote`]).
+pub trait Api {
+    /// The API's base URL, without a trailing slash (paths start with `/api/v1`).
+    fn base(&self) -> &str;
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base(), path)
     }
 
     /// Sends a request; returns the status and the body parsed as JSON (Null if empty).
-    pub fn call(
+    fn call(
         &self,
         method: &str,
         path: &str,
@@ -140,12 +159,12 @@ impl Server {
         (status, json, headers)
     }
 
-    pub fn get(&self, path: &str) -> (u16, Value) {
+    fn get(&self, path: &str) -> (u16, Value) {
         let (s, v, _) = self.call("GET", path, None, &[]);
         (s, v)
     }
 
-    pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         let (s, v, _) = self.call(
             "POST",
             path,
@@ -155,20 +174,20 @@ impl Server {
         (s, v)
     }
 
-    pub fn delete(&self, path: &str) -> (u16, Value) {
+    fn delete(&self, path: &str) -> (u16, Value) {
         let (s, v, _) = self.call("DELETE", path, None, &[]);
         (s, v)
     }
 
     /// Creates a job and returns its ID.
-    pub fn create(&self, body: &Value) -> String {
+    fn create(&self, body: &Value) -> String {
         let (status, v) = self.post("/api/v1/calibrate/async", body);
         assert_eq!(status, 200, "create: {v}");
         v["job_id"].as_str().expect("job_id").to_string()
     }
 
     /// Polls the job until it is terminal; returns its status response.
-    pub fn wait(&self, job_id: &str, limit: Duration) -> Value {
+    fn wait(&self, job_id: &str, limit: Duration) -> Value {
         let started = Instant::now();
         loop {
             let (status, v) = self.get(&format!("/api/v1/calibrate/{job_id}/status"));
@@ -190,6 +209,54 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The variable that points the HTTP API suite at an API served elsewhere.
+pub const API_URL_VAR: &str = "VACAL_API_URL";
+
+/// The API base URL in `VACAL_API_URL` (without a trailing slash), if set.
+pub fn external_api_url() -> Option<String> {
+    std::env::var(API_URL_VAR)
+        .ok()
+        .map(|u| u.trim().trim_end_matches('/').to_string())
+        .filter(|u| !u.is_empty())
+}
+
+/// The tests of one process take turns on a shared API.
+static REMOTE_TURN: Mutex<()> = Mutex::new(());
+
+/// An API served elsewhere, held by one test at a time.
+pub struct Remote {
+    base: String,
+    _turn: MutexGuard<'static, ()>,
+}
+
+impl Remote {
+    /// Waits for this process's other tests to finish with the API, then deletes every
+    /// job and cached result there: the scenarios count jobs and cache entries as on a
+    /// server of their own. Only point it at an API whose data may be thrown away.
+    pub fn exclusive(base: &str) -> Remote {
+        // A test that failed while holding the turn has still released it.
+        let turn = REMOTE_TURN.lock().unwrap_or_else(|e| e.into_inner());
+        let remote = Remote {
+            base: base.trim_end_matches('/').to_string(),
+            _turn: turn,
+        };
+        for path in [
+            "/api/v1/jobs/clear/all?confirm=true",
+            "/api/v1/cache/clear?confirm=true",
+        ] {
+            let (status, body) = remote.delete(path);
+            assert_eq!(status, 200, "DELETE {path} on {base}: {body}");
+        }
+        remote
+    }
+}
+
+impl Api for Remote {
+    fn base(&self) -> &str {
+        &self.base
     }
 }
 

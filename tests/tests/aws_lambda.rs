@@ -1,23 +1,27 @@
 //! The AWS deployment end to end: the real Lambda binaries (`vacal-api`, `vacal-worker`,
 //! `vacal-janitor`) under `cargo lambda watch`, against the AWS emulator named by
-//! `AWS_ENDPOINT_URL` (moto from tests/aws/emulator.sh, or LocalStack). The test plays the
+//! `AWS_ENDPOINT_URL` (moto from tests/aws/emulator.sh, or LocalStack). The tests play the
 //! parts AWS plays in production: the function URL in front of the API, the SQS event
 //! source mapping (receive, invoke the worker, delete what succeeded) and the schedule
 //! that invokes the janitor.
 //!
+//! The first test drives those parts step by step (`EventSource`); the second runs them in
+//! the background (`LambdaStack`, what `lambda-stack` serves) and passes scenarios of the
+//! HTTP API suite through it.
+//!
 //! Run: `bash tests/aws/emulator.sh cargo test -p vacal-e2e --test aws_lambda`.
 
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use aws_sdk_sqs::types::MessageSystemAttributeName;
 use serde_json::{json, Value};
 use vacal_aws::provision::{create_all, require_loopback_endpoint, MAX_RECEIVE_COUNT};
-use vacal_aws::{AwsEnv, Band, Clients};
+use vacal_aws::{Band, Clients};
+use vacal_e2e::lambda_stack::{
+    job_of, scheduled_event, unique_prefix, EventSource, LambdaStack, StackOptions, Watch,
+    WatchOptions,
+};
+use vacal_e2e::{api_suite, Api, Remote};
 
 /// A quick but real calibration of the bundled example.
 fn request(country: &str, extra: Value) -> Value {
@@ -32,294 +36,6 @@ fn request(country: &str, extra: Value) -> Value {
     body
 }
 
-fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// `cargo lambda watch` in its own process group; the group is stopped when dropped.
-struct Watch {
-    child: Child,
-    base: String,
-    output: Arc<Mutex<Vec<String>>>,
-}
-
-impl Watch {
-    fn start(env: &AwsEnv) -> Watch {
-        let port = free_port();
-        let vars = [
-            ("JOBS_TABLE", env.jobs_table.as_str()),
-            ("RESULTS_BUCKET", env.results_bucket.as_str()),
-            ("QUEUE_URL_HIGH", env.queues.high.as_str()),
-            ("QUEUE_URL_NORMAL", env.queues.normal.as_str()),
-            ("QUEUE_URL_LOW", env.queues.low.as_str()),
-            ("DLQ_URL_HIGH", env.dead_letter_queues.high.as_str()),
-            ("DLQ_URL_NORMAL", env.dead_letter_queues.normal.as_str()),
-            ("DLQ_URL_LOW", env.dead_letter_queues.low.as_str()),
-        ];
-        let mut command = Command::new(env!("CARGO"));
-        command
-            .args(["lambda", "watch", "--ignore-changes", "--quiet"])
-            .args(["--invoke-address", "127.0.0.1", "--invoke-port"])
-            .arg(port.to_string())
-            // Several invocations at once: the batch test runs the worker while the API
-            // answers.
-            .args(["--concurrency", "2"])
-            .current_dir(workspace_root())
-            .envs(vars)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        let mut child = command.spawn().unwrap_or_else(|e| {
-            panic!(
-                "cannot run `cargo lambda watch` ({e}); install it with \
-                 `bash tests/aws/emulator.sh ...`, which puts cargo-lambda from .venv on PATH"
-            )
-        });
-        let output = Arc::new(Mutex::new(Vec::new()));
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let output = output.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    output.lock().unwrap().push(line);
-                }
-            });
-        }
-        let watch = Watch {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            output,
-        };
-        // The control plane answers once it is up; functions compile on first use.
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "cargo lambda watch did not listen on {port}: {}",
-                watch.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        watch
-    }
-
-    fn log_tail(&self) -> String {
-        let lines = self.output.lock().unwrap();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-
-    /// Sends an HTTP request to the API through its function URL.
-    fn api(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-        let url = format!("{}/lambda-url/vacal-api{path}", self.base);
-        let mut builder = ureq::http::Request::builder().method(method).uri(&url);
-        if body.is_some() {
-            builder = builder.header("content-type", "application/json");
-        }
-        let request = builder
-            .body(body.map(|b| b.to_string()).unwrap_or_default())
-            .expect("request builds");
-        let (status, text) = send(request);
-        let json = serde_json::from_str(&text)
-            .unwrap_or_else(|_| panic!("{method} {path}: {status} {text}\n{}", self.log_tail()));
-        (status, json)
-    }
-
-    /// Invokes a function as the Lambda service does, with `payload` as its event.
-    fn invoke(&self, function: &str, payload: &Value) -> Value {
-        let url = format!("{}/2015-03-31/functions/{function}/invocations", self.base);
-        let request = ureq::http::Request::builder()
-            .method("POST")
-            .uri(&url)
-            .header("content-type", "application/json")
-            .body(payload.to_string())
-            .expect("request builds");
-        let (status, text) = send(request);
-        assert_eq!(
-            status,
-            200,
-            "invoking {function}: {text}\n{}",
-            self.log_tail()
-        );
-        serde_json::from_str(&text).unwrap_or_else(|_| panic!("{function} answered {text}"))
-    }
-
-    /// Milliseconds each function logged for its init (`initialised` lines).
-    fn init_times(&self) -> Vec<String> {
-        self.output
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.contains("\"initialised\"") || l.contains("init_ms"))
-            .cloned()
-            .collect()
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        // SIGTERM lets watch stop the function processes it started (each in a process
-        // group of its own); SIGKILL only if it does not exit.
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn send<B: ureq::AsSendBody>(request: ureq::http::Request<B>) -> (u16, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        // The first call to each function compiles it.
-        .timeout_global(Some(Duration::from_secs(900)))
-        .build()
-        .into();
-    let uri = request.uri().to_string();
-    let response = agent.run(request).unwrap_or_else(|e| panic!("{uri}: {e}"));
-    let status = response.status().as_u16();
-    (
-        status,
-        response.into_body().read_to_string().unwrap_or_default(),
-    )
-}
-
-/// The part of AWS that the test plays: receives messages and invokes the worker with
-/// them as the event source mapping does, deleting those the worker did not report.
-struct Sqs {
-    clients: Clients,
-    env: AwsEnv,
-}
-
-impl Sqs {
-    /// Messages now visible in one band's queue, hidden for `visibility` seconds.
-    async fn receive(&self, band: Band, visibility: i32) -> Vec<aws_sdk_sqs::types::Message> {
-        self.clients
-            .sqs
-            .receive_message()
-            .queue_url(self.env.queues.of(band))
-            .max_number_of_messages(10)
-            .visibility_timeout(visibility)
-            .wait_time_seconds(0)
-            .message_system_attribute_names(MessageSystemAttributeName::All)
-            .send()
-            .await
-            .expect("ReceiveMessage")
-            .messages
-            .unwrap_or_default()
-    }
-
-    /// Every visible message of every band (band, message).
-    async fn receive_all(&self) -> Vec<(Band, aws_sdk_sqs::types::Message)> {
-        let mut all = Vec::new();
-        for band in Band::ALL {
-            for m in self.receive(band, 60).await {
-                all.push((band, m));
-            }
-        }
-        all
-    }
-
-    fn event(&self, band: Band, messages: &[&aws_sdk_sqs::types::Message]) -> Value {
-        let records: Vec<Value> = messages
-            .iter()
-            .map(|m| {
-                let attributes: serde_json::Map<String, Value> = m
-                    .attributes()
-                    .map(|a| {
-                        a.iter()
-                            .map(|(k, v)| (k.as_str().to_string(), json!(v)))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                json!({
-                    "messageId": m.message_id(),
-                    "receiptHandle": m.receipt_handle(),
-                    "body": m.body(),
-                    "attributes": attributes,
-                    "messageAttributes": {},
-                    "md5OfBody": m.md5_of_body(),
-                    "eventSource": "aws:sqs",
-                    "eventSourceARN": format!("arn:aws:sqs:us-east-1:000000000000:{}", self.env.queues.of(band).rsplit('/').next().unwrap()),
-                    "awsRegion": "us-east-1"
-                })
-            })
-            .collect();
-        json!({ "Records": records })
-    }
-
-    /// Invokes the worker with one band's messages and settles them as Lambda does;
-    /// returns the IDs the worker reported as failed.
-    async fn deliver(
-        &self,
-        watch: &Watch,
-        band: Band,
-        messages: &[&aws_sdk_sqs::types::Message],
-    ) -> Vec<String> {
-        let response = watch.invoke("vacal-worker", &self.event(band, messages));
-        let failed: Vec<String> = response["batchItemFailures"]
-            .as_array()
-            .unwrap_or_else(|| panic!("not an SqsBatchResponse: {response}"))
-            .iter()
-            .map(|f| f["itemIdentifier"].as_str().unwrap_or_default().to_string())
-            .collect();
-        for m in messages {
-            if !failed.iter().any(|f| Some(f.as_str()) == m.message_id()) {
-                self.clients
-                    .sqs
-                    .delete_message()
-                    .queue_url(self.env.queues.of(band))
-                    .receipt_handle(m.receipt_handle().unwrap())
-                    .send()
-                    .await
-                    .expect("DeleteMessage");
-            }
-        }
-        failed
-    }
-
-    /// Receives and delivers until no message is left (bounded); returns the job IDs run.
-    async fn run_until_idle(&self, watch: &Watch) -> Vec<String> {
-        let mut ran = Vec::new();
-        for _ in 0..20 {
-            let got = self.receive_all().await;
-            if got.is_empty() {
-                return ran;
-            }
-            for (band, m) in &got {
-                ran.push(job_of(m));
-                let failed = self.deliver(watch, *band, &[m]).await;
-                assert!(failed.is_empty(), "worker failed {failed:?}");
-            }
-        }
-        panic!("the queues never drained; ran {ran:?}");
-    }
-}
-
-fn job_of(m: &aws_sdk_sqs::types::Message) -> String {
-    let body: Value = serde_json::from_str(m.body().unwrap_or("{}")).expect("a JSON body");
-    body["job_id"].as_str().expect("job_id").to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_lambda_functions_run_jobs_end_to_end() {
     if let Err(why) = require_loopback_endpoint() {
@@ -330,11 +46,12 @@ async fn the_lambda_functions_run_jobs_end_to_end() {
     let env = create_all(&clients, &prefix, 60)
         .await
         .unwrap_or_else(|e| panic!("cannot create the test resources: {e:?}"));
-    let sqs = Sqs {
+    let sqs = EventSource {
         clients: clients.clone(),
         env: env.clone(),
     };
-    let watch = Watch::start(&env);
+    let watch =
+        Arc::new(Watch::start(&env, &WatchOptions::default()).unwrap_or_else(|e| panic!("{e}")));
 
     // 1. Create over the function URL, run the message through the worker, read the result.
     let (status, created) = watch.api(
@@ -347,10 +64,10 @@ async fn the_lambda_functions_run_jobs_end_to_end() {
     );
     assert_eq!(status, 200, "{created}");
     let first = created["job_id"].as_str().unwrap().to_string();
-    let high = sqs.receive(Band::High, 60).await;
+    let high = sqs.receive(Band::High, 10, Some(60)).await.unwrap();
     assert_eq!(high.len(), 1, "priority 9 goes to the high band");
     assert_eq!(job_of(&high[0]), first);
-    let failed = sqs.deliver(&watch, Band::High, &[&high[0]]).await;
+    let failed = sqs.deliver(&watch, Band::High, &[&high[0]]).await.unwrap();
     assert!(failed.is_empty(), "{failed:?}\n{}", watch.log_tail());
     let (status, job) = watch.api("GET", &format!("/api/v1/calibrate/{first}/status"), None);
     assert_eq!(
@@ -414,7 +131,7 @@ async fn the_lambda_functions_run_jobs_end_to_end() {
         .collect();
     let mut order = Vec::new();
     for _ in 0..members.len() {
-        let visible = sqs.receive_all().await;
+        let visible = sqs.receive_all(Some(60)).await.unwrap();
         assert_eq!(
             visible.len(),
             1,
@@ -423,7 +140,7 @@ async fn the_lambda_functions_run_jobs_end_to_end() {
         );
         let (band, m) = &visible[0];
         order.push(job_of(m));
-        assert!(sqs.deliver(&watch, *band, &[m]).await.is_empty());
+        assert!(sqs.deliver(&watch, *band, &[m]).await.unwrap().is_empty());
     }
     let mut sorted_order = order.clone();
     sorted_order.sort();
@@ -466,11 +183,12 @@ async fn the_lambda_functions_run_jobs_end_to_end() {
         .send()
         .await
         .unwrap();
-    let junk = sqs.receive(Band::Normal, 60).await;
+    let junk = sqs.receive(Band::Normal, 10, Some(60)).await.unwrap();
     assert_eq!(junk.len(), 1);
     assert!(sqs
         .deliver(&watch, Band::Normal, &[&junk[0]])
         .await
+        .unwrap()
         .is_empty());
 
     // 6. Poison: every delivery of this job's message dies (the invocation crashes or
@@ -483,29 +201,71 @@ async fn the_lambda_functions_run_jobs_end_to_end() {
     );
     let poisoned = created["job_id"].as_str().unwrap().to_string();
     for delivery in 1..=MAX_RECEIVE_COUNT {
-        let got = sqs.receive(Band::Low, 1).await;
+        let got = sqs.receive(Band::Low, 10, Some(1)).await.unwrap();
         assert_eq!(got.len(), 1, "delivery {delivery}");
         assert_eq!(job_of(&got[0]), poisoned);
         tokio::time::sleep(Duration::from_millis(1300)).await;
     }
     assert!(
-        sqs.receive(Band::Low, 1).await.is_empty(),
+        sqs.receive(Band::Low, 10, Some(1))
+            .await
+            .unwrap()
+            .is_empty(),
         "moved to the DLQ"
     );
-    let report = watch.invoke(
-        "vacal-janitor",
-        &json!({
-            "version": "0", "id": "e2e", "detail-type": "Scheduled Event", "source": "aws.events",
-            "account": "000000000000", "time": "2024-01-15T14:25:00Z", "region": "us-east-1",
-            "resources": [], "detail": {}
-        }),
-    );
+    let report = watch
+        .invoke("vacal-janitor", &scheduled_event())
+        .unwrap_or_else(|e| panic!("{e}\n{}", watch.log_tail()));
     assert_eq!(report["dead_lettered"], json!([poisoned]), "{report}");
     let (_, job) = watch.api("GET", &format!("/api/v1/calibrate/{poisoned}/status"), None);
     assert_eq!(job["status"], "failed", "{job}");
     assert!(job.to_string().contains("DeliveryFailed"), "{job}");
 
-    for line in watch.init_times() {
+    for line in watch.log_lines("init_ms") {
         eprintln!("init: {line}");
     }
+}
+
+/// The HTTP API suite's scenarios through the Lambda stack that `lambda-stack` serves:
+/// jobs run because the stack plays the SQS event source mapping and the janitor's
+/// schedule in the background, as AWS does.
+#[test]
+fn the_api_suite_passes_through_the_lambda_stack() {
+    if let Err(why) = require_loopback_endpoint() {
+        panic!("{why}");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let options = StackOptions::new(&unique_prefix("ve2e-stack"));
+    let stack = runtime
+        .block_on(LambdaStack::start(options))
+        .unwrap_or_else(|e| panic!("{e}"));
+    type Scenario = (&'static str, fn(&dyn Api));
+    let scenarios: [Scenario; 4] = [
+        (
+            "create_status_result_with_the_example_data",
+            api_suite::create_status_result_with_the_example_data,
+        ),
+        (
+            "every_bad_input_gets_a_4xx_with_the_error_body",
+            api_suite::every_bad_input_gets_a_4xx_with_the_error_body,
+        ),
+        (
+            "the_cache_serves_a_repeated_request_without_running_the_engine",
+            api_suite::the_cache_serves_a_repeated_request_without_running_the_engine,
+        ),
+        (
+            "listing_deleting_retrying_health_and_metrics",
+            api_suite::listing_deleting_retrying_health_and_metrics,
+        ),
+    ];
+    for (name, scenario) in scenarios {
+        let started = std::time::Instant::now();
+        scenario(&Remote::exclusive(&stack.api_url()));
+        eprintln!("{name}: {:.1} s", started.elapsed().as_secs_f64());
+    }
+    runtime.block_on(stack.stop());
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use vacal_e2e::Server;
+use vacal_e2e::{Api, Server};
 
 #[test]
 fn jobs_survive_a_kill_9_and_complete_exactly_once() {

@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use vacal_e2e::Server;
+use vacal_e2e::{Api, Server};
 
 #[test]
 fn sigterm_lets_the_running_job_finish_and_loses_nothing() {
