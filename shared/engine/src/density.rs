@@ -106,7 +106,7 @@ fn argmax_last(xs: impl Iterator<Item = f64>) -> usize {
 /// Branch-free with a short dependency chain, so that loops over it vectorise and overlap;
 /// libm's `exp` took a quarter of the sampler's run time.
 #[inline(always)]
-fn exp_nonpos(x: f64) -> f64 {
+pub(crate) fn exp_nonpos(x: f64) -> f64 {
     const LOG2E: f64 = std::f64::consts::LOG2_E;
     const LN2_HI: f64 = 6.931_471_803_691_238e-1;
     const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
@@ -213,7 +213,7 @@ fn simplex_gradient(
 
 /// `log(x)` for positive normal `x`, within 1 ulp (fdlibm's algorithm), branch-free.
 #[inline(always)]
-fn ln_normal(x: f64) -> f64 {
+pub(crate) fn ln_normal(x: f64) -> f64 {
     const LN2_HI: f64 = 6.931_471_803_691_238e-1;
     const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
     const LG: [f64; 7] = [

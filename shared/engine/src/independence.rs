@@ -26,6 +26,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::{Rng, RngExt, SeedableRng};
 use rand_distr::{Open01, StandardNormal};
 
+use crate::density::{exp_nonpos, ln_normal};
 use crate::mcmc::{run_chains, CancelCheck, ChainDraws, McmcSettings, SamplerError, Samples};
 use crate::model::{Misclassification, ModelSpec};
 
@@ -77,6 +78,15 @@ impl GammaDraw {
         })
     }
 
+    /// The exact acceptance test behind the squeeze. Out of line, so that the compiler does
+    /// not evaluate its two logarithms on every draw.
+    #[cold]
+    #[inline(never)]
+    fn slow_accept(&self, u: f64, x2: f64, v3: f64) -> bool {
+        // u ∈ (0, 1) and v3 > 0 are positive normal numbers.
+        ln_normal(u) < 0.5 * x2 + self.d * (1.0 - v3 + ln_normal(v3))
+    }
+
     #[inline(always)]
     fn sample<R: Rng>(&self, rng: &mut R) -> f64 {
         let g = loop {
@@ -89,13 +99,14 @@ impl GammaDraw {
             let u: f64 = rng.sample(Open01);
             let x2 = x * x;
             // The squeeze accepts about 98 % of draws without a logarithm.
-            if u < 1.0 - 0.0331 * x2 * x2 || u.ln() < 0.5 * x2 + self.d * (1.0 - v3 + v3.ln()) {
+            if u < 1.0 - 0.0331 * x2 * x2 || self.slow_accept(u, x2, v3) {
                 break self.d * v3;
             }
         };
         if self.inv_shape > 0.0 {
+            // u ∈ (0, 1) is a positive normal number and the exponent is ≤ 0.
             let u: f64 = rng.sample(Open01);
-            g * (u.ln() * self.inv_shape).exp()
+            g * exp_nonpos(ln_normal(u) * self.inv_shape)
         } else {
             g
         }
@@ -122,8 +133,10 @@ struct Model {
 /// Working memory of one proposal.
 #[derive(Clone)]
 struct Proposal {
-    /// `Mᵀ`, row-major; overwritten by its LU factors.
-    mt: Vec<f64>,
+    /// `M`, row-major; overwritten by its LU factors.
+    matrix: Vec<f64>,
+    /// Row swaps of the LU factorisation.
+    swaps: Vec<usize>,
     /// `q` on input, `p` after the solve.
     p: Vec<f64>,
     log_w: f64,
@@ -132,7 +145,8 @@ struct Proposal {
 impl Proposal {
     fn new(m: usize) -> Self {
         Proposal {
-            mt: vec![0.0; m * m],
+            matrix: vec![0.0; m * m],
+            swaps: vec![0; m],
             p: vec![0.0; m],
             log_w: f64::NEG_INFINITY,
         }
@@ -206,29 +220,20 @@ impl Model {
         out.p.iter_mut().for_each(|x| *x /= total);
         match &self.rows {
             Rows::Dirichlet(gammas) => {
-                for i in 0..m {
-                    let row = &gammas[i * m..(i + 1) * m];
+                for (row, row_gammas) in out.matrix.chunks_exact_mut(m).zip(gammas.chunks_exact(m))
+                {
                     let mut sum = 0.0;
-                    for (j, g) in row.iter().enumerate() {
-                        let x = g.sample(rng);
-                        out.mt[j * m + i] = x;
-                        sum += x;
+                    for (x, g) in row.iter_mut().zip(row_gammas) {
+                        *x = g.sample(rng);
+                        sum += *x;
                     }
                     let inv = 1.0 / sum;
-                    for j in 0..m {
-                        out.mt[j * m + i] *= inv;
-                    }
+                    row.iter_mut().for_each(|x| *x *= inv);
                 }
             }
-            Rows::Fixed(matrix) => {
-                for i in 0..m {
-                    for j in 0..m {
-                        out.mt[j * m + i] = matrix[i * m + j];
-                    }
-                }
-            }
+            Rows::Fixed(matrix) => out.matrix.copy_from_slice(matrix),
         }
-        out.log_w = match solve_in_place(&mut out.mt, &mut out.p, m) {
+        out.log_w = match solve_transposed(&mut out.matrix, &mut out.swaps, &mut out.p, m) {
             Some(log_det) if out.p.iter().all(|&x| x >= 0.0) => {
                 let mut log_w = -log_det;
                 for (&b, &x) in self.beta_minus_one.iter().zip(&out.p) {
@@ -247,27 +252,30 @@ impl Model {
     }
 }
 
-/// Solves `a x = b` by LU with partial pivoting (`a` is `m × m`, row-major, destroyed; `b`
-/// becomes `x`) and returns `log |det a|`, or `None` for a singular or non-finite system.
-fn solve_in_place(a: &mut [f64], b: &mut [f64], m: usize) -> Option<f64> {
+/// Solves `Mᵀ x = b` by LU with partial pivoting of `M` (`m × m`, row-major, overwritten by
+/// its factors; `swaps` is scratch; `b` becomes `x`) and returns `log |det M|`, or `None` for
+/// a singular or non-finite system. Factorising `M` rather than `Mᵀ` lets the proposal write
+/// its rows in place.
+fn solve_transposed(a: &mut [f64], swaps: &mut [usize], b: &mut [f64], m: usize) -> Option<f64> {
+    // P M = L U, with P the row swaps in order.
     let mut det = 1.0f64;
     let mut log_det = 0.0f64;
-    for col in 0..m {
-        let mut pivot = col;
-        for r in col + 1..m {
-            if a[r * m + col].abs() > a[pivot * m + col].abs() {
+    for k in 0..m {
+        let mut pivot = k;
+        for r in k + 1..m {
+            if a[r * m + k].abs() > a[pivot * m + k].abs() {
                 pivot = r;
             }
         }
-        let diag = a[pivot * m + col];
+        let diag = a[pivot * m + k];
         if !(diag.abs() > 0.0 && diag.is_finite()) {
             return None;
         }
-        if pivot != col {
+        swaps[k] = pivot;
+        if pivot != k {
             for j in 0..m {
-                a.swap(pivot * m + j, col * m + j);
+                a.swap(pivot * m + j, k * m + j);
             }
-            b.swap(pivot, col);
         }
         det *= diag.abs();
         // Keep the running product away from underflow on large, near-singular systems.
@@ -275,22 +283,36 @@ fn solve_in_place(a: &mut [f64], b: &mut [f64], m: usize) -> Option<f64> {
             log_det += det.ln();
             det = 1.0;
         }
-        for r in col + 1..m {
-            let f = a[r * m + col] / diag;
+        let (upper, lower) = a.split_at_mut((k + 1) * m);
+        let pivot_row = &upper[k * m..];
+        for row in lower.chunks_exact_mut(m) {
+            let f = row[k] / diag;
+            row[k] = f;
             if f != 0.0 {
-                for j in col + 1..m {
-                    a[r * m + j] -= f * a[col * m + j];
+                for (x, &u) in row[k + 1..].iter_mut().zip(&pivot_row[k + 1..]) {
+                    *x -= f * u;
                 }
-                b[r] -= f * b[col];
             }
         }
     }
-    for col in (0..m).rev() {
-        let mut x = b[col];
-        for j in col + 1..m {
-            x -= a[col * m + j] * b[j];
+    // Mᵀ = Uᵀ Lᵀ P: solve Uᵀ w = b (forward), then Lᵀ z = w (backward, unit diagonal),
+    // then x = Pᵀ z.
+    for k in 0..m {
+        let mut x = b[k];
+        for j in 0..k {
+            x -= a[j * m + k] * b[j];
         }
-        b[col] = x / a[col * m + col];
+        b[k] = x / a[k * m + k];
+    }
+    for k in (0..m).rev() {
+        let mut x = b[k];
+        for j in k + 1..m {
+            x -= a[j * m + k] * b[j];
+        }
+        b[k] = x;
+    }
+    for k in (0..m).rev() {
+        b.swap(k, swaps[k]);
     }
     if b.iter().all(|x| x.is_finite()) {
         Some(log_det + det.ln())
@@ -487,14 +509,20 @@ mod tests {
 
     #[test]
     fn solve_returns_the_solution_and_log_determinant() {
-        // [[2, 1, 0], [1, 3, 1], [0, 1, 4]] x = [3, 5, 5] has x = [1, 1, 1] and det 18.
-        let mut a = vec![2.0, 1.0, 0.0, 1.0, 3.0, 1.0, 0.0, 1.0, 4.0];
-        let mut b = vec![3.0, 5.0, 5.0];
-        let log_det = solve_in_place(&mut a, &mut b, 3).unwrap();
+        // Mᵀ x = b for M = [[0, 2, 1], [1, 1, 3], [4, 0, 1]] (det 18, pivoting needed):
+        // Mᵀ = [[0, 1, 4], [2, 1, 0], [1, 3, 1]] and x = [1, 2, 3] give b = [14, 4, 10].
+        let mut a = vec![0.0, 2.0, 1.0, 1.0, 1.0, 3.0, 4.0, 0.0, 1.0];
+        let mut b = vec![14.0, 4.0, 10.0];
+        let log_det = solve_transposed(&mut a, &mut [0; 3], &mut b, 3).unwrap();
         assert!((log_det - 18f64.ln()).abs() < 1e-12, "{log_det}");
-        assert!(b.iter().all(|x| (x - 1.0).abs() < 1e-12), "{b:?}");
+        for (x, want) in b.iter().zip([1.0, 2.0, 3.0]) {
+            assert!((x - want).abs() < 1e-12, "{b:?}");
+        }
         let mut singular = vec![1.0, 2.0, 2.0, 4.0];
-        assert_eq!(solve_in_place(&mut singular, &mut [1.0, 2.0], 2), None);
+        assert_eq!(
+            solve_transposed(&mut singular, &mut [0; 2], &mut [1.0, 2.0], 2),
+            None
+        );
     }
 
     #[test]
