@@ -50,6 +50,7 @@ pub fn sample_gibbs(
     run_chains(settings, cancel, |chain, stop| {
         run_chain(&model, settings, chain, total_sweeps, cancel, stop)
     })
+    .map(|chains| Samples { chains })
 }
 
 fn failed(msg: impl Into<String>) -> SamplerError {

@@ -401,6 +401,7 @@ pub fn sample_independence(
             stop,
         )
     })
+    .map(|chains| Samples { chains })
 }
 
 fn run_chain(

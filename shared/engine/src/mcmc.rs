@@ -53,16 +53,17 @@ pub enum SamplerError {
 pub type CancelCheck<'a> = &'a (dyn Fn() -> bool + Sync);
 
 /// Runs `chain(c, stop)` for every chain `c` on up to `settings.threads` threads and returns
-/// the draws in chain order, whatever the scheduling. A chain that fails or sees the
+/// the chains' results in chain order, whatever the scheduling. A chain that fails or sees the
 /// cancellation sets `stop`, which the others poll to end early; a real failure is reported
 /// ahead of the cancellations it caused, and a panicking chain becomes an error.
-pub(crate) fn run_chains<F>(
+pub(crate) fn run_chains<T, F>(
     settings: &McmcSettings,
     cancel: CancelCheck,
     chain: F,
-) -> Result<Samples, SamplerError>
+) -> Result<Vec<T>, SamplerError>
 where
-    F: Fn(usize, &AtomicBool) -> Result<ChainDraws, SamplerError> + Sync,
+    T: Send,
+    F: Fn(usize, &AtomicBool) -> Result<T, SamplerError> + Sync,
 {
     if settings.chains == 0 {
         return Err(SamplerError::Failed("at least one chain is needed".into()));
@@ -73,7 +74,7 @@ where
         .clamp(1, settings.chains);
     let next_chain = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
-    let slots: Vec<Mutex<Option<Result<ChainDraws, SamplerError>>>> =
+    let slots: Vec<Mutex<Option<Result<T, SamplerError>>>> =
         (0..settings.chains).map(|_| Mutex::new(None)).collect();
     let worker = || loop {
         let c = next_chain.fetch_add(1, Ordering::Relaxed);
@@ -106,7 +107,7 @@ where
         // The calling thread is one of the workers.
         worker();
     });
-    let results: Vec<Option<Result<ChainDraws, SamplerError>>> = slots
+    let results: Vec<Option<Result<T, SamplerError>>> = slots
         .into_iter()
         .map(|m| m.into_inner().ok().flatten())
         .collect();
@@ -124,5 +125,5 @@ where
             None => return Err(SamplerError::Cancelled),
         }
     }
-    Ok(Samples { chains })
+    Ok(chains)
 }

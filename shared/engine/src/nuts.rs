@@ -12,16 +12,14 @@
 //! Chain `c` draws its initial position and all its random numbers from a ChaCha8 RNG seeded
 //! with `settings.seed` on stream `c`, so the draws do not depend on the number of threads.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 
 use crate::density::{dot, Posterior};
-use crate::mcmc::{CancelCheck, ChainDraws, McmcSettings, SamplerError, Samples};
+use crate::mcmc::{run_chains, CancelCheck, ChainDraws, McmcSettings, SamplerError, Samples};
 use crate::model::ModelSpec;
 
 /// Iterations between two calls of the cancel check.
@@ -54,18 +52,10 @@ struct ChainStats {
     step_size: f64,
 }
 
-enum ChainOutcome {
-    Done(ChainDraws, ChainStats),
-    Failed(SamplerError),
-    /// Stopped because another chain failed or saw the cancellation.
-    Aborted,
-}
-
 struct Plan<'a> {
     settings: &'a McmcSettings,
     total_iterations: usize,
     cancel: CancelCheck<'a>,
-    stop: &'a AtomicBool,
 }
 
 fn failed(msg: impl std::fmt::Display) -> SamplerError {
@@ -104,99 +94,28 @@ fn run(
     cancel: CancelCheck,
 ) -> Result<(Samples, Vec<ChainStats>), SamplerError> {
     let total_iterations = validate(settings)?;
-    let posterior = Posterior::new(spec).map_err(failed)?;
-
-    let chains = settings.chains;
-    let threads = settings
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .clamp(1, chains);
-
-    let stop = AtomicBool::new(false);
+    // Checked once here; every chain then builds its own copy (the density carries scratch
+    // buffers, so it cannot be shared across threads).
+    Posterior::new(spec).map_err(failed)?;
     let plan = Plan {
         settings,
         total_iterations,
         cancel,
-        stop: &stop,
     };
-    let next_chain = AtomicUsize::new(0);
-    let outcomes: Vec<Mutex<Option<ChainOutcome>>> =
-        (0..chains).map(|_| Mutex::new(None)).collect();
-    // Each worker owns a copy of the density (it carries scratch buffers, so it is not Sync).
-    let worker = |posterior: Posterior| loop {
-        let c = next_chain.fetch_add(1, Ordering::Relaxed);
-        if c >= chains {
-            break;
-        }
-        let outcome = if stop.load(Ordering::Relaxed) {
-            ChainOutcome::Aborted
-        } else {
-            // A panic in a chain must not take the caller down with it.
-            catch_unwind(AssertUnwindSafe(|| run_chain(&plan, &posterior, c))).unwrap_or_else(
-                |panic| {
-                    let msg = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "unknown panic".to_string());
-                    ChainOutcome::Failed(failed(format!("chain {c} panicked: {msg}")))
-                },
-            )
-        };
-        if matches!(outcome, ChainOutcome::Failed(_)) {
-            stop.store(true, Ordering::Relaxed);
-        }
-        if let Ok(mut slot) = outcomes[c].lock() {
-            *slot = Some(outcome);
-        }
-    };
-    std::thread::scope(|scope| {
-        // The calling thread is one of the workers.
-        let worker = &worker;
-        for _ in 1..threads {
-            let posterior = posterior.clone();
-            scope.spawn(move || worker(posterior));
-        }
-        worker(posterior.clone());
-    });
-
-    let mut draws = Vec::with_capacity(chains);
-    let mut stats = Vec::with_capacity(chains);
-    let mut first_error = None;
-    for slot in outcomes {
-        match slot.into_inner().ok().flatten() {
-            Some(ChainOutcome::Done(d, s)) => {
-                draws.push(d);
-                stats.push(s);
-            }
-            Some(ChainOutcome::Failed(err)) => {
-                first_error.get_or_insert(err);
-            }
-            Some(ChainOutcome::Aborted) | None => {}
-        }
-    }
-    if let Some(err) = first_error {
-        return Err(err);
-    }
-    if draws.len() != chains {
-        return Err(failed("a chain stopped without a result"));
-    }
+    let chains = run_chains(settings, cancel, |c, stop| {
+        let posterior = Posterior::new(spec).map_err(failed)?;
+        run_chain(&plan, &posterior, c, stop)?.ok_or(SamplerError::Cancelled)
+    })?;
+    let (draws, stats) = chains.into_iter().unzip();
     Ok((Samples { chains: draws }, stats))
 }
 
-fn run_chain(plan: &Plan, posterior: &Posterior, c: usize) -> ChainOutcome {
-    match run_chain_inner(plan, posterior, c) {
-        Ok(Some((draws, stats))) => ChainOutcome::Done(draws, stats),
-        Ok(None) => ChainOutcome::Aborted,
-        Err(err) => ChainOutcome::Failed(err),
-    }
-}
-
-/// `Ok(None)`: stopped because another chain failed.
-fn run_chain_inner(
+/// `Ok(None)`: stopped because another chain failed or was cancelled (`stop` is set).
+fn run_chain(
     plan: &Plan,
     posterior: &Posterior,
     c: usize,
+    stop: &AtomicBool,
 ) -> Result<Option<(ChainDraws, ChainStats)>, SamplerError> {
     let settings = plan.settings;
     let mut rng = ChaCha8Rng::seed_from_u64(settings.seed);
@@ -237,11 +156,10 @@ fn run_chain_inner(
     let mut stats = ChainStats::default();
     for it in 0..plan.total_iterations {
         if it.is_multiple_of(CANCEL_POLL) {
-            if plan.stop.load(Ordering::Relaxed) {
+            if stop.load(Ordering::Relaxed) {
                 return Ok(None);
             }
             if (plan.cancel)() {
-                plan.stop.store(true, Ordering::Relaxed);
                 return Err(SamplerError::Cancelled);
             }
         }
@@ -1111,7 +1029,7 @@ mod tests {
             Err(SamplerError::Cancelled)
         );
         // Cancelling midway also stops every chain.
-        let calls = AtomicUsize::new(0);
+        let calls = std::sync::atomic::AtomicUsize::new(0);
         let later = || calls.fetch_add(1, Ordering::Relaxed) >= 5;
         assert_eq!(sample_nuts(&spec, &s, &later), Err(SamplerError::Cancelled));
     }
