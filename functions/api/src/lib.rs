@@ -6,18 +6,6 @@ use std::sync::Arc;
 
 use vacal_core::{Config, JobService};
 
-/// Structured logs to stderr (CloudWatch), level from `RUST_LOG` (default info).
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .without_time() // CloudWatch stamps every line
-        .init();
-}
-
 /// The job service on DynamoDB, SQS and S3, configured from the environment (the
 /// resources' variables and the service's own, such as `CACHE_TTL`).
 pub async fn service_from_env() -> Result<Arc<JobService>, String> {

@@ -3,7 +3,7 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    vacal_api::init_tracing();
+    vacal_aws::init_lambda_tracing();
     let started = std::time::Instant::now();
     let service = vacal_api::service_from_env().await?;
     tracing::info!(

@@ -5,7 +5,7 @@ use lambda_runtime::{service_fn, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    vacal_janitor::init_tracing();
+    vacal_aws::init_lambda_tracing();
     let started = std::time::Instant::now();
     let handler = vacal_janitor::Handler::from_env().await?;
     tracing::info!(

@@ -6,7 +6,7 @@ use lambda_runtime::{service_fn, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    vacal_worker::init_tracing();
+    vacal_aws::init_lambda_tracing();
     let started = std::time::Instant::now();
     let handler = vacal_worker::Handler::from_env().await?;
     tracing::info!(

@@ -21,6 +21,19 @@ pub use sqs::{Band, DeadLetter, JobMessage, QueueUrls, SqsDeadLetters, SqsQueue}
 use vacal_core::ports::{RandomIds, SystemClock};
 use vacal_core::{Config, Ports};
 
+/// The Lambda functions' logs: JSON lines on stderr (CloudWatch), level from `RUST_LOG`
+/// (default info), without timestamps because CloudWatch stamps every line.
+pub fn init_lambda_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
+}
+
 /// Name of the table's global secondary index (listing jobs, the cache index).
 pub const GSI1: &str = "GSI1";
 
