@@ -29,8 +29,8 @@ pub trait Progress: Sync {
 pub struct NoProgress;
 impl Progress for NoProgress {}
 
-/// Dirichlet parameters below this make NUTS's log-ratio geometry heavy-tailed (the log of a
-/// Beta(α, ·) component has a spread of about 1/α), so `auto` uses the Gibbs sampler instead.
+/// Dirichlet parameters below this make NUTS's geometry heavy-tailed (the logit of a
+/// Beta(α, ·) stick fraction has a spread of about 1/α), so `auto` uses the Gibbs sampler instead.
 /// Stored CHAMPS parameters are all above 0.28; studycause_map's ε-expansion makes ≈ 0.006.
 pub const AUTO_GIBBS_BELOW_ALPHA: f64 = 0.1;
 /// Gibbs sweeps per retained draw when `auto` picks Gibbs: it mixes at 4–13 % ESS per sweep
