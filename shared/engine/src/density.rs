@@ -76,6 +76,22 @@ impl Sticks {
         }
     }
 
+    /// The blocks' constants one after the other, for [`Sticks::fractions`] over all of them.
+    fn concatenated<'a>(blocks: impl Iterator<Item = &'a Sticks>) -> Self {
+        let mut all = Sticks {
+            m: 0,
+            shift: vec![],
+            head: vec![],
+            tail: vec![],
+        };
+        for b in blocks {
+            all.shift.extend_from_slice(&b.shift);
+            all.head.extend_from_slice(&b.head);
+            all.tail.extend_from_slice(&b.tail);
+        }
+        all
+    }
+
     /// Stick fractions `z` and `1 − z` at `y`, for every coordinate of the block, and the
     /// log prior with its Jacobian, `Σ head · log z + tail · log(1 − z)`. `terms` is scratch
     /// space of the same length.
@@ -129,11 +145,22 @@ impl Sticks {
         }
     }
 
-    /// Gradient with respect to the coordinates `r·(m−1) .. (r+1)·(m−1)` of simplex `r`, of its
-    /// log prior plus a function `L` with `∂L/∂x_j = scale · g_j`.
+    /// Writes the gradient of the log prior with its Jacobian, `head − (head + tail) · z`, for
+    /// every coordinate of the block.
+    #[inline(always)]
+    fn prior_gradient(&self, z: &[f64], out: &mut [f64]) {
+        let n = out.len();
+        let (z, head, tail) = (&z[..n], &self.head[..n], &self.tail[..n]);
+        for i in 0..n {
+            out[i] = head[i] - (head[i] + tail[i]) * z[i];
+        }
+    }
+
+    /// Adds to `out`, the coordinates of simplex `r`, the gradient of a function `L` of it with
+    /// `∂L/∂x_j = scale · g_j`.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)] // a hot helper; a struct of its arguments would be noise
-    fn gradient(
+    fn add_gradient(
         &self,
         r: usize,
         z: &[f64],
@@ -145,16 +172,15 @@ impl Sticks {
     ) {
         let n = self.m - 1;
         let at = r * n;
+        let (z, omz, left) = (&z[at..at + n], &one_minus_z[at..at + n], &left[at..at + n]);
+        let (g, out) = (&g[..=n], &mut out[..n]);
         // Reverse pass through x_k = left_k z_k, left_{k+1} = left_k (1 − z_k), x_{m−1} = left_{m−1}:
         // `rest` is ∂L/∂left_{k+1}.
         let mut rest = scale * g[n];
         for k in (0..n).rev() {
-            let i = at + k;
             let gk = scale * g[k];
-            let (zk, omzk) = (z[i], one_minus_z[i]);
-            out[k] = left[i] * (gk - rest) * zk * omzk + self.head[i]
-                - (self.head[i] + self.tail[i]) * zk;
-            rest = gk * zk + rest * omzk;
+            out[k] += left[k] * (gk - rest) * z[k] * omz[k];
+            rest = gk * z[k] + rest * omz[k];
         }
     }
 }
@@ -162,14 +188,10 @@ impl Sticks {
 /// Per-call working memory, so that evaluating the density never allocates.
 #[derive(Debug, Clone)]
 struct Scratch {
-    /// Stick fractions, their complements and the stick left, per unconstrained coordinate
-    /// of the current term's rows, and of `p`.
+    /// Stick fractions, their complements and the stick left, per unconstrained coordinate.
     z: Vec<f64>,
     one_minus_z: Vec<f64>,
     left: Vec<f64>,
-    p_z: Vec<f64>,
-    p_one_minus_z: Vec<f64>,
-    p_left: Vec<f64>,
     p: Vec<f64>,
     /// ∂(likelihood)/∂p, excluding the parts folded into `p_exponent`.
     grad_p: Vec<f64>,
@@ -194,6 +216,9 @@ pub struct Posterior {
     /// report for uncalibrated causes (where `q_j = p_j`, so `c_j log q_j` is a Dirichlet-like
     /// factor that needs no division by `q_j`).
     p_sticks: Sticks,
+    /// The constants of `p` and every term's rows, in the layout of the unconstrained vector,
+    /// so that one vectorised pass computes every stick fraction.
+    all_sticks: Sticks,
     terms: Vec<Term>,
     scratch: RefCell<Scratch>,
 }
@@ -439,14 +464,10 @@ impl Posterior {
                 }
             }
         }
-        let block = max_m * max_m.saturating_sub(1);
         let scratch = Scratch {
-            z: vec![0.0; block],
-            one_minus_z: vec![0.0; block],
-            left: vec![0.0; block],
-            p_z: vec![0.0; d - 1],
-            p_one_minus_z: vec![0.0; d - 1],
-            p_left: vec![0.0; d - 1],
+            z: vec![0.0; dim],
+            one_minus_z: vec![0.0; dim],
+            left: vec![0.0; dim],
             p: vec![0.0; d],
             grad_p: vec![0.0; d],
             theta: vec![0.0; max_m * max_m],
@@ -454,10 +475,17 @@ impl Posterior {
             q: vec![0.0; d],
             w: vec![0.0; d],
         };
+        let p_sticks = Sticks::new(&p_exponent, d);
         Ok(Posterior {
             d,
             dim,
-            p_sticks: Sticks::new(&p_exponent, d),
+            all_sticks: Sticks::concatenated(std::iter::once(&p_sticks).chain(
+                terms.iter().filter_map(|t| match t {
+                    Term::Dirichlet { sticks, .. } => Some(sticks),
+                    Term::Fixed { .. } => None,
+                }),
+            )),
+            p_sticks,
             terms,
             scratch: RefCell::new(scratch),
         })
@@ -504,9 +532,6 @@ impl Posterior {
             z,
             one_minus_z,
             left,
-            p_z,
-            p_one_minus_z,
-            p_left,
             p,
             grad_p,
             theta,
@@ -516,8 +541,11 @@ impl Posterior {
         } = &mut *guard;
 
         let n = d - 1;
-        let mut lp = self.p_sticks.fractions(&y[..n], p_z, p_one_minus_z, p_left);
-        self.p_sticks.simplexes(p_z, p_one_minus_z, p_left, p);
+        // Every stick fraction at once; `left` serves as scratch space until the simplexes.
+        let mut lp = self.all_sticks.fractions(y, z, one_minus_z, left);
+        self.all_sticks.prior_gradient(z, grad);
+        self.p_sticks
+            .simplexes(&z[..n], &one_minus_z[..n], &mut left[..n], p);
         grad_p.fill(0.0);
 
         for term in &self.terms {
@@ -542,10 +570,14 @@ impl Posterior {
                 } => {
                     let m = idx.len();
                     let len = m * (m - 1);
-                    let (z, omz, left) = (&mut z[..len], &mut one_minus_z[..len], &mut left[..len]);
+                    let block = *offset..offset + len;
+                    let (z, omz, left) = (
+                        &z[block.clone()],
+                        &one_minus_z[block.clone()],
+                        &mut left[block],
+                    );
                     let theta = &mut theta[..m * m];
                     let (p_s, q, w) = (&mut p_s[..m], &mut q[..m], &mut w[..m]);
-                    lp += sticks.fractions(&y[*offset..offset + len], z, omz, left);
                     sticks.simplexes(z, omz, left, theta);
                     // Calibrated VA causes: q_j = Σ_{i∈S} p_i θ_ij. Uncalibrated ones are
                     // folded into the prior of `p`.
@@ -562,14 +594,21 @@ impl Posterior {
                     for (r, (row, grad_row)) in theta.chunks_exact(m).zip(grad_rows).enumerate() {
                         // ∂L/∂p_i = Σ_j θ_ij w_j and ∂L/∂θ_ij = p_i w_j.
                         grad_p[idx[r]] += dot(row, w);
-                        sticks.gradient(r, z, omz, left, w, p_s[r], grad_row);
+                        sticks.add_gradient(r, z, omz, left, w, p_s[r], grad_row);
                     }
                 }
             }
         }
 
-        self.p_sticks
-            .gradient(0, p_z, p_one_minus_z, p_left, grad_p, 1.0, &mut grad[..n]);
+        self.p_sticks.add_gradient(
+            0,
+            &z[..n],
+            &one_minus_z[..n],
+            &left[..n],
+            grad_p,
+            1.0,
+            &mut grad[..n],
+        );
         lp
     }
 

@@ -18,7 +18,7 @@ use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 
-use crate::density::{dot, Posterior};
+use crate::density::{dot, exp_nonpos, ln_normal, Posterior};
 use crate::mcmc::{run_chains, CancelCheck, ChainDraws, McmcSettings, SamplerError, Samples};
 use crate::model::ModelSpec;
 
@@ -328,8 +328,9 @@ fn log_sum_exp(a: f64, b: f64) -> f64 {
     if b == f64::NEG_INFINITY {
         return a;
     }
+    // One of the two terms is exp(0) = 1, so 1 + exp(−|a − b|) lies in [1, 2].
     let m = a.max(b);
-    m + ((a - m).exp() + (b - m).exp()).ln()
+    m + ln_normal(1.0 + exp_nonpos(-(a - b).abs()))
 }
 
 /// The no-U-turn criterion for a trajectory with momentum sum `rho` and end-point velocities
@@ -541,7 +542,7 @@ impl<'a> Nuts<'a> {
 
             // Biased progressive sampling: prefer the new sub-tree.
             if log_sum_weight_subtree > log_sum_weight
-                || rng.random::<f64>() < (log_sum_weight_subtree - log_sum_weight).exp()
+                || rng.random::<f64>() < exp_nonpos(log_sum_weight_subtree - log_sum_weight)
             {
                 e.sample.copy_state_from(&e.propose);
             }
@@ -624,7 +625,7 @@ impl<'a> Nuts<'a> {
             }
             let w = self.h0 - h;
             *log_sum_weight = log_sum_exp(*log_sum_weight, w);
-            self.sum_metro_prob += if w > 0.0 { 1.0 } else { w.exp() };
+            self.sum_metro_prob += if w > 0.0 { 1.0 } else { exp_nonpos(w) };
             propose.copy_state_from(&self.z);
             return !self.divergent;
         }
@@ -670,7 +671,7 @@ impl<'a> Nuts<'a> {
             // Uniform progressive sampling within the sub-tree.
             let log_sum_weight_subtree = log_sum_exp(log_sum_weight_init, log_sum_weight_final);
             *log_sum_weight = log_sum_exp(*log_sum_weight, log_sum_weight_subtree);
-            if rng.random::<f64>() < (log_sum_weight_final - log_sum_weight_subtree).exp() {
+            if rng.random::<f64>() < exp_nonpos(log_sum_weight_final - log_sum_weight_subtree) {
                 propose.copy_state_from(&propose_final);
             }
             let rho_subtree = &mut level.rho_subtree;
