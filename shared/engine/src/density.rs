@@ -28,71 +28,49 @@ pub struct InvalidSpec(pub String);
 
 #[derive(Debug, Clone)]
 enum Term {
-    /// Over the calibrated set S (`idx`, size m): `counts` restricted to S and the rows'
-    /// stick-breaking constants ([`Sticks`]). The term's θ coordinates start at `offset`.
+    /// Over the calibrated set S (`idx`, size m): `counts` restricted to S. The term's θ
+    /// coordinates start at `offset`; their stick-breaking constants are in
+    /// [`Posterior::sticks`].
     Dirichlet {
         idx: Vec<usize>,
         counts: Vec<f64>,
-        sticks: Sticks,
         offset: usize,
     },
     /// `matrix` is `d × d`, row-major.
     Fixed { counts: Vec<f64>, matrix: Vec<f64> },
 }
 
-/// The constants of the stick-breaking transform of a block of simplexes of length `m` under
-/// Dirichlet priors, one entry per unconstrained coordinate (row-major, `m − 1` per simplex):
-/// `shift = −log(m − 1 − k)`, `head = β_k`, `tail = Σ_{l>k} β_l`.
-#[derive(Debug, Clone)]
+/// The constants of the stick-breaking transform of simplexes under Dirichlet priors, one
+/// entry per unconstrained coordinate (`m − 1` per simplex of length `m`, one simplex after
+/// the other): `shift = −log(m − 1 − k)`, `head = β_k`, `tail = Σ_{l>k} β_l`.
+#[derive(Debug, Clone, Default)]
 struct Sticks {
-    m: usize,
     shift: Vec<f64>,
     head: Vec<f64>,
     tail: Vec<f64>,
 }
 
 impl Sticks {
-    /// `betas` holds the Dirichlet parameters, `m` per simplex.
-    fn new(betas: &[f64], m: usize) -> Self {
-        let n = betas.len() / m * (m - 1);
-        let (mut shift, mut head, mut tail) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
+    /// Appends simplexes of length `m`; `betas` holds their Dirichlet parameters, `m` each.
+    fn push(&mut self, betas: &[f64], m: usize) {
         for beta in betas.chunks_exact(m) {
             for (k, &b) in beta[..m - 1].iter().enumerate() {
-                shift.push(-(((m - 1 - k) as f64).ln()));
-                head.push(b);
+                self.shift.push(-(((m - 1 - k) as f64).ln()));
+                self.head.push(b);
                 // Summed from the end, so that a tail is never a rounding residue below 0.
-                tail.push(beta[k + 1..].iter().sum::<f64>());
+                self.tail.push(beta[k + 1..].iter().sum::<f64>());
             }
         }
-        Sticks {
-            m,
-            shift,
-            head,
-            tail,
-        }
     }
 
-    /// The blocks' constants one after the other, for [`Sticks::fractions`] over all of them.
-    fn concatenated<'a>(blocks: impl Iterator<Item = &'a Sticks>) -> Self {
-        let mut all = Sticks {
-            m: 0,
-            shift: vec![],
-            head: vec![],
-            tail: vec![],
-        };
-        for b in blocks {
-            all.shift.extend_from_slice(&b.shift);
-            all.head.extend_from_slice(&b.head);
-            all.tail.extend_from_slice(&b.tail);
-        }
-        all
+    /// Appends `other`'s simplexes.
+    fn append(&mut self, other: &Sticks) {
+        self.shift.extend_from_slice(&other.shift);
+        self.head.extend_from_slice(&other.head);
+        self.tail.extend_from_slice(&other.tail);
     }
 
-    /// Stick fractions `z` and `1 − z` at `y`, for every coordinate of the block, and the
+    /// Stick fractions `z` and `1 − z` at `y`, for the first `y.len()` coordinates, and their
     /// log prior with its Jacobian, `Σ head · log z + tail · log(1 − z)`. `terms` is scratch
     /// space of the same length.
     #[inline(always)]
@@ -124,29 +102,8 @@ impl Sticks {
         total(terms)
     }
 
-    /// The simplexes (`m` entries each) from their stick fractions; `left[k]` is the stick
-    /// left before entry `k`.
-    #[inline(always)]
-    fn simplexes(&self, z: &[f64], one_minus_z: &[f64], left: &mut [f64], x: &mut [f64]) {
-        let m = self.m;
-        let rows = z
-            .chunks_exact(m - 1)
-            .zip(one_minus_z.chunks_exact(m - 1))
-            .zip(left.chunks_exact_mut(m - 1))
-            .zip(x.chunks_exact_mut(m));
-        for (((z, omz), left), x) in rows {
-            let mut stick = 1.0;
-            for k in 0..m - 1 {
-                left[k] = stick;
-                x[k] = stick * z[k];
-                stick *= omz[k];
-            }
-            x[m - 1] = stick;
-        }
-    }
-
     /// Writes the gradient of the log prior with its Jacobian, `head − (head + tail) · z`, for
-    /// every coordinate of the block.
+    /// the first `out.len()` coordinates.
     #[inline(always)]
     fn prior_gradient(&self, z: &[f64], out: &mut [f64]) {
         let n = out.len();
@@ -155,33 +112,53 @@ impl Sticks {
             out[i] = head[i] - (head[i] + tail[i]) * z[i];
         }
     }
+}
 
-    /// Adds to `out`, the coordinates of simplex `r`, the gradient of a function `L` of it with
-    /// `∂L/∂x_j = scale · g_j`.
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)] // a hot helper; a struct of its arguments would be noise
-    fn add_gradient(
-        &self,
-        r: usize,
-        z: &[f64],
-        one_minus_z: &[f64],
-        left: &[f64],
-        g: &[f64],
-        scale: f64,
-        out: &mut [f64],
-    ) {
-        let n = self.m - 1;
-        let at = r * n;
-        let (z, omz, left) = (&z[at..at + n], &one_minus_z[at..at + n], &left[at..at + n]);
-        let (g, out) = (&g[..=n], &mut out[..n]);
-        // Reverse pass through x_k = left_k z_k, left_{k+1} = left_k (1 − z_k), x_{m−1} = left_{m−1}:
-        // `rest` is ∂L/∂left_{k+1}.
-        let mut rest = scale * g[n];
-        for k in (0..n).rev() {
-            let gk = scale * g[k];
-            out[k] += left[k] * (gk - rest) * z[k] * omz[k];
-            rest = gk * z[k] + rest * omz[k];
+/// Simplexes of length `m` from their stick fractions (`m − 1` per simplex); `left[k]` is the
+/// stick left before entry `k`.
+#[inline(always)]
+fn stick_simplexes(m: usize, z: &[f64], one_minus_z: &[f64], left: &mut [f64], x: &mut [f64]) {
+    let rows = z
+        .chunks_exact(m - 1)
+        .zip(one_minus_z.chunks_exact(m - 1))
+        .zip(left.chunks_exact_mut(m - 1))
+        .zip(x.chunks_exact_mut(m));
+    for (((z, omz), left), x) in rows {
+        let mut stick = 1.0;
+        for k in 0..m - 1 {
+            left[k] = stick;
+            x[k] = stick * z[k];
+            stick *= omz[k];
         }
+        x[m - 1] = stick;
+    }
+}
+
+/// Adds to `out`, the coordinates of simplex `r` (of length `m`), the gradient of a function
+/// `L` of it with `∂L/∂x_j = scale · g_j`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)] // a hot helper; a struct of its arguments would be noise
+fn add_stick_gradient(
+    m: usize,
+    r: usize,
+    z: &[f64],
+    one_minus_z: &[f64],
+    left: &[f64],
+    g: &[f64],
+    scale: f64,
+    out: &mut [f64],
+) {
+    let n = m - 1;
+    let at = r * n;
+    let (z, omz, left) = (&z[at..at + n], &one_minus_z[at..at + n], &left[at..at + n]);
+    let (g, out) = (&g[..=n], &mut out[..n]);
+    // Reverse pass through x_k = left_k z_k, left_{k+1} = left_k (1 − z_k), x_{m−1} = left_{m−1}:
+    // `rest` is ∂L/∂left_{k+1}.
+    let mut rest = scale * g[n];
+    for k in (0..n).rev() {
+        let gk = scale * g[k];
+        out[k] += left[k] * (gk - rest) * z[k] * omz[k];
+        rest = gk * z[k] + rest * omz[k];
     }
 }
 
@@ -215,10 +192,11 @@ pub struct Posterior {
     /// `p` as a Dirichlet-like factor: parameters `γ_i` plus the counts that Dirichlet terms
     /// report for uncalibrated causes (where `q_j = p_j`, so `c_j log q_j` is a Dirichlet-like
     /// factor that needs no division by `q_j`).
-    p_sticks: Sticks,
-    /// The constants of `p` and every term's rows, in the layout of the unconstrained vector,
-    /// so that one vectorised pass computes every stick fraction.
-    all_sticks: Sticks,
+    /// The stick-breaking constants of `p` (a Dirichlet-like factor: parameters `γ_i` plus the
+    /// counts that Dirichlet terms report for uncalibrated causes, where `q_j = p_j`, so
+    /// `c_j log q_j` needs no division by `q_j`), then of every term's rows: the layout of the
+    /// unconstrained vector, so that one vectorised pass computes every stick fraction.
+    sticks: Sticks,
     terms: Vec<Term>,
     scratch: RefCell<Scratch>,
 }
@@ -377,6 +355,8 @@ impl Posterior {
         let mut terms = Vec::with_capacity(spec.terms.len());
         let mut dim = d - 1;
         let mut max_m = 0;
+        // The rows' constants, in term order; `p`'s go first once its parameters are known.
+        let mut row_sticks = Sticks::default();
         for (k, term) in spec.terms.iter().enumerate() {
             if term.counts.len() != d {
                 return Err(InvalidSpec(format!(
@@ -435,10 +415,10 @@ impl Posterior {
                     let offset = dim;
                     dim += m * (m - 1);
                     max_m = max_m.max(m);
+                    row_sticks.push(&block, m);
                     terms.push(Term::Dirichlet {
                         counts: idx.iter().map(|&j| term.counts[j]).collect(),
                         idx,
-                        sticks: Sticks::new(&block, m),
                         offset,
                     });
                 }
@@ -475,17 +455,13 @@ impl Posterior {
             q: vec![0.0; d],
             w: vec![0.0; d],
         };
-        let p_sticks = Sticks::new(&p_exponent, d);
+        let mut sticks = Sticks::default();
+        sticks.push(&p_exponent, d);
+        sticks.append(&row_sticks);
         Ok(Posterior {
             d,
             dim,
-            all_sticks: Sticks::concatenated(std::iter::once(&p_sticks).chain(
-                terms.iter().filter_map(|t| match t {
-                    Term::Dirichlet { sticks, .. } => Some(sticks),
-                    Term::Fixed { .. } => None,
-                }),
-            )),
-            p_sticks,
+            sticks,
             terms,
             scratch: RefCell::new(scratch),
         })
@@ -542,10 +518,9 @@ impl Posterior {
 
         let n = d - 1;
         // Every stick fraction at once; `left` serves as scratch space until the simplexes.
-        let mut lp = self.all_sticks.fractions(y, z, one_minus_z, left);
-        self.all_sticks.prior_gradient(z, grad);
-        self.p_sticks
-            .simplexes(&z[..n], &one_minus_z[..n], &mut left[..n], p);
+        let mut lp = self.sticks.fractions(y, z, one_minus_z, left);
+        self.sticks.prior_gradient(z, grad);
+        stick_simplexes(d, &z[..n], &one_minus_z[..n], &mut left[..n], p);
         grad_p.fill(0.0);
 
         for term in &self.terms {
@@ -565,7 +540,6 @@ impl Posterior {
                 Term::Dirichlet {
                     idx,
                     counts,
-                    sticks,
                     offset,
                 } => {
                     let m = idx.len();
@@ -578,7 +552,7 @@ impl Posterior {
                     );
                     let theta = &mut theta[..m * m];
                     let (p_s, q, w) = (&mut p_s[..m], &mut q[..m], &mut w[..m]);
-                    sticks.simplexes(z, omz, left, theta);
+                    stick_simplexes(m, z, omz, left, theta);
                     // Calibrated VA causes: q_j = Σ_{i∈S} p_i θ_ij. Uncalibrated ones are
                     // folded into the prior of `p`.
                     q.fill(0.0);
@@ -594,13 +568,14 @@ impl Posterior {
                     for (r, (row, grad_row)) in theta.chunks_exact(m).zip(grad_rows).enumerate() {
                         // ∂L/∂p_i = Σ_j θ_ij w_j and ∂L/∂θ_ij = p_i w_j.
                         grad_p[idx[r]] += dot(row, w);
-                        sticks.add_gradient(r, z, omz, left, w, p_s[r], grad_row);
+                        add_stick_gradient(m, r, z, omz, left, w, p_s[r], grad_row);
                     }
                 }
             }
         }
 
-        self.p_sticks.add_gradient(
+        add_stick_gradient(
+            d,
             0,
             &z[..n],
             &one_minus_z[..n],
@@ -617,10 +592,16 @@ impl Posterior {
     pub fn p_from_position(&self, y: &[f64], out: &mut [f64]) {
         assert_eq!(out.len(), self.d, "output has the wrong length");
         let n = self.d - 1;
-        let (mut z, mut omz, mut left) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
-        self.p_sticks
-            .fractions(&y[..n], &mut z, &mut omz, &mut left);
-        self.p_sticks.simplexes(&z, &omz, &mut left, out);
+        let mut guard = self.scratch.borrow_mut();
+        let Scratch {
+            z,
+            one_minus_z,
+            left,
+            ..
+        } = &mut *guard;
+        // `p`'s constants come first in `sticks`.
+        self.sticks.fractions(&y[..n], z, one_minus_z, left);
+        stick_simplexes(self.d, &z[..n], &one_minus_z[..n], &mut left[..n], out);
     }
 
     /// Fills `out` (length [`Posterior::dim`]) with independent uniform(−2, 2) draws, like
@@ -1036,19 +1017,21 @@ mod tests {
         post.p_from_position(y, &mut p);
         let mut mats = vec![];
         for term in &post.terms {
-            if let Term::Dirichlet {
-                idx,
-                sticks,
-                offset,
-                ..
-            } = term
-            {
+            if let Term::Dirichlet { idx, offset, .. } = term {
                 let m = idx.len();
                 let len = m * (m - 1);
-                let (mut z, mut omz, mut left) = (vec![0.0; len], vec![0.0; len], vec![0.0; len]);
                 let mut rows = vec![0.0; m * m];
-                sticks.fractions(&y[*offset..offset + len], &mut z, &mut omz, &mut left);
-                sticks.simplexes(&z, &omz, &mut left, &mut rows);
+                let (mut z, mut omz, mut left) =
+                    (vec![0.0; y.len()], vec![0.0; y.len()], vec![0.0; y.len()]);
+                post.sticks.fractions(y, &mut z, &mut omz, &mut left);
+                let block = *offset..offset + len;
+                stick_simplexes(
+                    m,
+                    &z[block.clone()],
+                    &omz[block.clone()],
+                    &mut left[block],
+                    &mut rows,
+                );
                 let mut mat: Vec<Vec<f64>> = (0..d)
                     .map(|i| (0..d).map(|j| f64::from(u8::from(i == j))).collect())
                     .collect();
