@@ -1,5 +1,8 @@
 //! `calibrate`: the whole of `vacalibration()` (§6–§10 on top of `prepare`).
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{Scope, ScopedJoinHandle};
 use std::time::Instant;
 
 use rand::rngs::ChaCha8Rng;
@@ -267,6 +270,79 @@ fn run_sampler(
     Ok((samples, diagnostics))
 }
 
+/// Passes progress through and stops the other fits once one has failed.
+struct SharedProgress<'a> {
+    inner: &'a dyn Progress,
+    failed: AtomicBool,
+}
+
+impl Progress for SharedProgress<'_> {
+    fn step(&self, name: &str) {
+        self.inner.step(name);
+    }
+    fn is_cancelled(&self) -> bool {
+        self.failed.load(Ordering::Relaxed) || self.inner.is_cancelled()
+    }
+}
+
+type FitResult = Result<(Samples, Diagnostics), EngineError>;
+
+/// Runs each fit on its own thread (with its own chain threads) from the moment its model is
+/// ready. The fits are independent, and run together they keep every core busy through each
+/// other's serial parts (path correction, pilot runs, diagnostics) and uneven chains.
+struct Fits<'scope, 'env> {
+    scope: &'scope Scope<'scope, 'env>,
+    mcmc: &'env McmcRequest,
+    progress: &'env SharedProgress<'env>,
+    running: Vec<ScopedJoinHandle<'scope, FitResult>>,
+}
+
+impl<'scope, 'env> Fits<'scope, 'env> {
+    /// Starts fitting `spec` with the seeds of `stream`; returns the fit's index.
+    fn start(&mut self, name: &str, spec: ModelSpec, stream: u64) -> usize {
+        self.progress.step(&format!("Sampling {name}"));
+        let (mcmc, progress, name) = (self.mcmc, self.progress, name.to_string());
+        self.running.push(self.scope.spawn(move || {
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                run_sampler(&spec, mcmc, stream, progress)
+            }))
+            .unwrap_or_else(|_| Err(EngineError::Sampler(format!("the {name} fit panicked"))));
+            if matches!(result, Err(ref e) if *e != EngineError::Cancelled) {
+                progress.failed.store(true, Ordering::Relaxed);
+            }
+            result
+        }));
+        self.running.len() - 1
+    }
+
+    /// Stops the fits early: the calibration failed elsewhere.
+    fn abandon(&self) {
+        self.progress.failed.store(true, Ordering::Relaxed);
+    }
+
+    /// Waits for every fit; the first real failure in start order is reported ahead of the
+    /// cancellations it caused in the others.
+    fn finish(self) -> Result<Vec<(Samples, Diagnostics)>, EngineError> {
+        let results: Vec<FitResult> = self
+            .running
+            .into_iter()
+            .map(|handle| {
+                // The thread catches the fit's panics, so joining does not fail.
+                handle
+                    .join()
+                    .unwrap_or_else(|_| Err(EngineError::Sampler("a fit panicked".into())))
+            })
+            .collect();
+        if let Some(e) = results
+            .iter()
+            .find_map(|r| r.as_ref().err().filter(|e| **e != EngineError::Cancelled))
+        {
+            return Err(e.clone());
+        }
+        results.into_iter().collect()
+    }
+}
+
 /// Runs the calibration of `request`: vacalibration 2.2's algorithm with this engine's sampler.
 pub fn calibrate(
     request: &CalibrationRequest,
@@ -394,6 +470,113 @@ fn calibrated_row(
     }
 }
 
+/// §7.1 / §7.2: the single-algorithm model of calibrated algorithm `k` over its calibrated set.
+fn single_spec(prepared: &Prepared, k: usize, corrected: &Corrected) -> ModelSpec {
+    let c = prepared.causes.len();
+    let fixed = prepared.mmat_type == MmatType::Fixed;
+    let eta = prepared.pshrink_strength;
+    let pu = &prepared.p_uncalib[k];
+    let s_idx: Vec<usize> = (0..c)
+        .filter(|&j| !prepared.donotcalib_tomodel[k][j])
+        .collect();
+    let tomodel = block(&unwrap_matrix(&corrected.tomodel), &s_idx);
+    let counts = subset(&prepared.deaths[k], &s_idx);
+    // §7.1: r = p_S/Σp_S has prior Dirichlet((1 + C·η·p0)_S); §7.2: 1 + |S|·η·q.
+    let p_prior: Vec<f64> = if fixed {
+        let q = normalised(&subset(pu, &s_idx));
+        q.iter()
+            .map(|x| 1.0 + s_idx.len() as f64 * eta * x)
+            .collect()
+    } else {
+        s_idx
+            .iter()
+            .map(|&j| 1.0 + c as f64 * eta * pu[j])
+            .collect()
+    };
+    let misclassification = if fixed {
+        Misclassification::Fixed(tomodel)
+    } else {
+        Misclassification::Dirichlet(tomodel)
+    };
+    ModelSpec {
+        p_prior,
+        terms: vec![AlgorithmTerm {
+            counts,
+            calibrated: vec![true; s_idx.len()],
+            misclassification,
+        }],
+    }
+}
+
+/// The ensemble's pooled CSMF and the causes it calibrates (those some algorithm calibrates).
+fn ensemble_inputs(prepared: &Prepared) -> (Vec<f64>, Vec<bool>, Vec<usize>) {
+    let c = prepared.causes.len();
+    let pooled: Vec<f64> = (0..c)
+        .map(|j| prepared.deaths.iter().map(|r| r[j]).sum())
+        .collect();
+    let pu = normalised(&pooled);
+    let in_s: Vec<bool> = (0..c)
+        .map(|j| prepared.donotcalib_tomodel.iter().any(|d| !d[j]))
+        .collect();
+    let s_idx: Vec<usize> = (0..c).filter(|&j| in_s[j]).collect();
+    (pu, in_s, s_idx)
+}
+
+/// §7.3: the ensemble model; prior ensembles sample p over all causes, fixed ones over S only.
+fn ensemble_spec(
+    prepared: &Prepared,
+    corrected: &[Corrected],
+    pu: &[f64],
+    s_idx: &[usize],
+) -> ModelSpec {
+    let c = prepared.causes.len();
+    let eta = prepared.pshrink_strength;
+    if prepared.mmat_type == MmatType::Fixed {
+        let q = normalised(&subset(pu, s_idx));
+        return ModelSpec {
+            p_prior: q
+                .iter()
+                .map(|x| 1.0 + s_idx.len() as f64 * eta * x)
+                .collect(),
+            terms: corrected
+                .iter()
+                .zip(&prepared.deaths)
+                .map(|(corrected, deaths)| AlgorithmTerm {
+                    counts: subset(deaths, s_idx),
+                    calibrated: vec![true; s_idx.len()],
+                    misclassification: Misclassification::Fixed(block(
+                        &unwrap_matrix(&corrected.tomodel),
+                        s_idx,
+                    )),
+                })
+                .collect(),
+        };
+    }
+    ModelSpec {
+        p_prior: pu.iter().map(|x| 1.0 + c as f64 * eta * x).collect(),
+        terms: corrected
+            .iter()
+            .enumerate()
+            .map(|(k, corrected)| {
+                let calibrated: Vec<bool> =
+                    prepared.donotcalib_tomodel[k].iter().map(|x| !x).collect();
+                // Extension: R fails on an uncalibrated member; here its deaths inform p
+                // directly (identity misclassification).
+                let misclassification = if prepared.calibrated(k) {
+                    Misclassification::Dirichlet(unwrap_matrix(&corrected.tomodel))
+                } else {
+                    Misclassification::Fixed(identity(c))
+                };
+                AlgorithmTerm {
+                    counts: prepared.deaths[k].clone(),
+                    calibrated,
+                    misclassification,
+                }
+            })
+            .collect(),
+    }
+}
+
 fn calibrate_prepared(
     prepared: &Prepared,
     mcmc: &McmcRequest,
@@ -403,58 +586,64 @@ fn calibrate_prepared(
     let c = prepared.causes.len();
     let k_count = prepared.algorithms.len();
     let fixed = prepared.mmat_type == MmatType::Fixed;
-    let eta = prepared.pshrink_strength;
 
     progress.step("Path correction");
     let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(mcmc.seed, u64::MAX));
-    let corrected: Vec<Corrected> = (0..k_count)
-        .map(|k| path_correct(prepared, k, path_correction, &mut rng))
-        .collect::<Result<_, _>>()?;
-    if progress.is_cancelled() {
-        return Err(EngineError::Cancelled);
-    }
+    let ensemble = prepared.ensemble.then(|| ensemble_inputs(prepared));
+    let shared = SharedProgress {
+        inner: progress,
+        failed: AtomicBool::new(false),
+    };
+    let mut corrected: Vec<Corrected> = Vec::with_capacity(k_count);
+    let mut single_fit: Vec<Option<usize>> = Vec::with_capacity(k_count);
+    let mut ensemble_fit = None;
+    // Path correction stays sequential (one random stream, in algorithm order); each
+    // algorithm's fit starts as soon as its matrix is ready.
+    let fitted = std::thread::scope(|scope| {
+        let mut fits = Fits {
+            scope,
+            mcmc,
+            progress: &shared,
+            running: Vec::with_capacity(k_count + 1),
+        };
+        for k in 0..k_count {
+            let corrected_k = match path_correct(prepared, k, path_correction, &mut rng) {
+                Ok(corrected_k) => corrected_k,
+                Err(e) => {
+                    fits.abandon();
+                    return Err(e);
+                }
+            };
+            single_fit.push(prepared.calibrated(k).then(|| {
+                let spec = single_spec(prepared, k, &corrected_k);
+                fits.start(&prepared.algorithms[k], spec, k as u64)
+            }));
+            corrected.push(corrected_k);
+        }
+        if let Some((pu, _, s_idx)) = &ensemble {
+            if s_idx.len() > 1 {
+                let spec = ensemble_spec(prepared, &corrected, pu, s_idx);
+                ensemble_fit = Some(fits.start("ensemble", spec, k_count as u64));
+            }
+        }
+        fits.finish()
+    })?;
+    let mut fitted: Vec<Option<(Samples, Diagnostics)>> = fitted.into_iter().map(Some).collect();
+    let mut take_fit = |i: usize| fitted[i].take().expect("every fit is used once");
 
     let mut rows = Vec::with_capacity(k_count + 1);
     let mut deaths_calibrated = Vec::with_capacity(k_count);
-    for (k, corrected_k) in corrected.iter().enumerate() {
+    for (k, fit) in single_fit.iter().enumerate() {
         let name = &prepared.algorithms[k];
         let pu = &prepared.p_uncalib[k];
         let in_s: Vec<bool> = prepared.donotcalib_tomodel[k].iter().map(|x| !x).collect();
-        if !prepared.calibrated(k) {
+        let Some(fit) = *fit else {
             rows.push(uncalibrated_row(name, pu, in_s));
             deaths_calibrated.push(prepared.deaths[k].clone());
             continue;
-        }
-        progress.step(&format!("Sampling {name}"));
+        };
         let s_idx: Vec<usize> = (0..c).filter(|&j| in_s[j]).collect();
-        let tomodel = block(&unwrap_matrix(&corrected_k.tomodel), &s_idx);
-        let counts = subset(&prepared.deaths[k], &s_idx);
-        // §7.1: r = p_S/Σp_S has prior Dirichlet((1 + C·η·p0)_S); §7.2: 1 + |S|·η·q.
-        let p_prior: Vec<f64> = if fixed {
-            let q = normalised(&subset(pu, &s_idx));
-            q.iter()
-                .map(|x| 1.0 + s_idx.len() as f64 * eta * x)
-                .collect()
-        } else {
-            s_idx
-                .iter()
-                .map(|&j| 1.0 + c as f64 * eta * pu[j])
-                .collect()
-        };
-        let misclassification = if fixed {
-            Misclassification::Fixed(tomodel)
-        } else {
-            Misclassification::Dirichlet(tomodel)
-        };
-        let spec = ModelSpec {
-            p_prior,
-            terms: vec![AlgorithmTerm {
-                counts,
-                calibrated: vec![true; s_idx.len()],
-                misclassification,
-            }],
-        };
-        let (samples, diagnostics) = run_sampler(&spec, mcmc, k as u64, progress)?;
+        let (samples, diagnostics) = take_fit(fit);
         let summary = summarise(&samples, &s_idx, pu);
         deaths_calibrated.push(calibrated_deaths(
             &prepared.deaths[k],
@@ -466,79 +655,31 @@ fn calibrate_prepared(
     }
 
     let mut deaths_calibrated_ensemble = None;
-    if prepared.ensemble {
-        let pooled: Vec<f64> = (0..c)
-            .map(|j| prepared.deaths.iter().map(|r| r[j]).sum())
-            .collect();
-        let pu = normalised(&pooled);
-        // A cause stays out of the ensemble only if every algorithm leaves it out.
-        let in_s: Vec<bool> = (0..c)
-            .map(|j| (0..k_count).any(|k| !prepared.donotcalib_tomodel[k][j]))
-            .collect();
-        let s_idx: Vec<usize> = (0..c).filter(|&j| in_s[j]).collect();
-        if s_idx.len() <= 1 {
-            rows.push(uncalibrated_row("ensemble", &pu, in_s));
-            deaths_calibrated_ensemble = Some(prepared.deaths.clone());
-        } else {
-            progress.step("Sampling ensemble");
-            let spec = if fixed {
-                let q = normalised(&subset(&pu, &s_idx));
-                ModelSpec {
-                    p_prior: q
+    if let Some((pu, in_s, s_idx)) = ensemble {
+        match ensemble_fit {
+            None => {
+                rows.push(uncalibrated_row("ensemble", &pu, in_s));
+                deaths_calibrated_ensemble = Some(prepared.deaths.clone());
+            }
+            Some(fit) => {
+                let (samples, diagnostics) = take_fit(fit);
+                // Prior ensembles sample p over all causes; fixed ones over S_ens only.
+                let sampled_idx: Vec<usize> = if fixed {
+                    s_idx.clone()
+                } else {
+                    (0..c).collect()
+                };
+                let samples = restrict(&samples, &sampled_idx, &s_idx);
+                let summary = summarise(&samples, &s_idx, &pu);
+                deaths_calibrated_ensemble = Some(
+                    prepared
+                        .deaths
                         .iter()
-                        .map(|x| 1.0 + s_idx.len() as f64 * eta * x)
+                        .map(|observed| calibrated_deaths(observed, &s_idx, &summary.mean, &pu))
                         .collect(),
-                    terms: (0..k_count)
-                        .map(|k| AlgorithmTerm {
-                            counts: subset(&prepared.deaths[k], &s_idx),
-                            calibrated: vec![true; s_idx.len()],
-                            misclassification: Misclassification::Fixed(block(
-                                &unwrap_matrix(&corrected[k].tomodel),
-                                &s_idx,
-                            )),
-                        })
-                        .collect(),
-                }
-            } else {
-                ModelSpec {
-                    p_prior: pu.iter().map(|x| 1.0 + c as f64 * eta * x).collect(),
-                    terms: (0..k_count)
-                        .map(|k| {
-                            let calibrated: Vec<bool> =
-                                prepared.donotcalib_tomodel[k].iter().map(|x| !x).collect();
-                            // Extension: R fails on an uncalibrated member; here its deaths
-                            // inform p directly (identity misclassification).
-                            let misclassification = if prepared.calibrated(k) {
-                                Misclassification::Dirichlet(unwrap_matrix(&corrected[k].tomodel))
-                            } else {
-                                Misclassification::Fixed(identity(c))
-                            };
-                            AlgorithmTerm {
-                                counts: prepared.deaths[k].clone(),
-                                calibrated,
-                                misclassification,
-                            }
-                        })
-                        .collect(),
-                }
-            };
-            let (samples, diagnostics) = run_sampler(&spec, mcmc, k_count as u64, progress)?;
-            // Prior ensembles sample p over all causes; fixed ones over S_ens only.
-            let sampled_idx: Vec<usize> = if fixed {
-                s_idx.clone()
-            } else {
-                (0..c).collect()
-            };
-            let samples = restrict(&samples, &sampled_idx, &s_idx);
-            let summary = summarise(&samples, &s_idx, &pu);
-            deaths_calibrated_ensemble = Some(
-                prepared
-                    .deaths
-                    .iter()
-                    .map(|observed| calibrated_deaths(observed, &s_idx, &summary.mean, &pu))
-                    .collect(),
-            );
-            rows.push(calibrated_row("ensemble", &pu, summary, in_s, diagnostics));
+                );
+                rows.push(calibrated_row("ensemble", &pu, summary, in_s, diagnostics));
+            }
         }
     }
 
@@ -555,7 +696,7 @@ fn calibrate_prepared(
         mmat_study: prepared.mmat_study.clone(),
         mmat_tomodel: corrected.into_iter().map(|c| c.tomodel).collect(),
         donotcalib_study: prepared.donotcalib_study.clone(),
-        pshrink_strength: eta,
+        pshrink_strength: prepared.pshrink_strength,
         mmat_type: prepared.mmat_type,
     })
 }
@@ -585,5 +726,80 @@ fn restrict(samples: &Samples, sampled_idx: &[usize], keep_idx: &[usize]) -> Sam
                 max_depth_hits: chain.max_depth_hits,
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Mutex;
+
+    /// Records the steps and cancels once `cancel_after_polls` cancel checks have been made.
+    struct Recorder {
+        steps: Mutex<Vec<String>>,
+        polls: AtomicUsize,
+        cancel_after_polls: usize,
+    }
+
+    impl Recorder {
+        fn new(cancel_after_polls: usize) -> Self {
+            Recorder {
+                steps: Mutex::new(vec![]),
+                polls: AtomicUsize::new(0),
+                cancel_after_polls,
+            }
+        }
+    }
+
+    impl Progress for Recorder {
+        fn step(&self, name: &str) {
+            self.steps.lock().unwrap().push(name.to_string());
+        }
+        fn is_cancelled(&self) -> bool {
+            self.polls.fetch_add(1, Ordering::Relaxed) >= self.cancel_after_polls
+        }
+    }
+
+    fn ensemble_request(n_mcmc: u64) -> CalibrationRequest {
+        CalibrationRequest::from_json(&json!({
+            "va_data": {"eava": "use_example", "insilicova": "use_example", "interva": "use_example"},
+            "age_group": "neonate",
+            "country": "Mozambique",
+            "mcmc": {"n_mcmc": n_mcmc, "n_burn": n_mcmc}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn every_fit_reports_its_step_in_algorithm_order() {
+        let progress = Recorder::new(usize::MAX);
+        let result = calibrate(&ensemble_request(400), &progress).unwrap();
+        assert_eq!(
+            *progress.steps.lock().unwrap(),
+            [
+                "Preparing data",
+                "Path correction",
+                "Sampling eava",
+                "Sampling insilicova",
+                "Sampling interva",
+                "Sampling ensemble"
+            ]
+        );
+        let names: Vec<&str> = result.rows.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["eava", "insilicova", "interva", "ensemble"]);
+        assert!(result.rows.iter().all(|r| r.diagnostics.is_some()));
+    }
+
+    #[test]
+    fn cancelling_stops_every_running_fit() {
+        // The fits run at once; a cancellation seen by any of them ends the calibration.
+        let progress = Recorder::new(20);
+        let started = Instant::now();
+        let result = calibrate(&ensemble_request(1_000_000), &progress);
+        assert_eq!(result.unwrap_err(), EngineError::Cancelled);
+        // A full run of 10^6 draws per fit would take minutes.
+        assert!(started.elapsed().as_secs() < 30, "{:?}", started.elapsed());
     }
 }
