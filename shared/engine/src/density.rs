@@ -543,33 +543,35 @@ impl Posterior {
                     offset,
                 } => {
                     let m = idx.len();
-                    let len = m * (m - 1);
-                    let block = *offset..offset + len;
-                    let (z, omz, left) = (
-                        &z[block.clone()],
-                        &one_minus_z[block.clone()],
-                        &mut left[block],
-                    );
-                    let theta = &mut theta[..m * m];
-                    let (p_s, q, w) = (&mut p_s[..m], &mut q[..m], &mut w[..m]);
-                    stick_simplexes(m, z, omz, left, theta);
-                    // Calibrated VA causes: q_j = Σ_{i∈S} p_i θ_ij. Uncalibrated ones are
-                    // folded into the prior of `p`.
-                    q.fill(0.0);
-                    for (ps, (&i, row)) in p_s.iter_mut().zip(idx.iter().zip(theta.chunks_exact(m)))
-                    {
-                        *ps = p[i];
-                        for (qj, t) in q.iter_mut().zip(row) {
-                            *qj += *ps * t;
-                        }
-                    }
-                    lp += likelihood_weights(counts, q, w);
-                    let grad_rows = grad[*offset..offset + len].chunks_exact_mut(m - 1);
-                    for (r, (row, grad_row)) in theta.chunks_exact(m).zip(grad_rows).enumerate() {
-                        // ∂L/∂p_i = Σ_j θ_ij w_j and ∂L/∂θ_ij = p_i w_j.
-                        grad_p[idx[r]] += dot(row, w);
-                        add_stick_gradient(m, r, z, omz, left, w, p_s[r], grad_row);
-                    }
+                    let block = *offset..offset + m * (m - 1);
+                    let blocks = TermBlocks {
+                        idx,
+                        counts,
+                        z: &z[block.clone()],
+                        one_minus_z: &one_minus_z[block.clone()],
+                        left: &mut left[block.clone()],
+                        grad: &mut grad[block],
+                    };
+                    let buffers = TermBuffers {
+                        theta: &mut theta[..m * m],
+                        p_s: &mut p_s[..m],
+                        q: &mut q[..m],
+                        w: &mut w[..m],
+                    };
+                    // Rows of a few entries: with the length known at compile time every
+                    // loop over a row unrolls (the same arithmetic, so the same bits).
+                    lp += match m {
+                        2 => dirichlet_term(2, blocks, buffers, p, grad_p),
+                        3 => dirichlet_term(3, blocks, buffers, p, grad_p),
+                        4 => dirichlet_term(4, blocks, buffers, p, grad_p),
+                        5 => dirichlet_term(5, blocks, buffers, p, grad_p),
+                        6 => dirichlet_term(6, blocks, buffers, p, grad_p),
+                        7 => dirichlet_term(7, blocks, buffers, p, grad_p),
+                        8 => dirichlet_term(8, blocks, buffers, p, grad_p),
+                        9 => dirichlet_term(9, blocks, buffers, p, grad_p),
+                        10 => dirichlet_term(10, blocks, buffers, p, grad_p),
+                        _ => dirichlet_term(m, blocks, buffers, p, grad_p),
+                    };
                 }
             }
         }
@@ -612,6 +614,56 @@ impl Posterior {
             *x = rng.random_range(-2.0..2.0);
         }
     }
+}
+
+/// A Dirichlet term's constants and its slices of the per-coordinate buffers.
+struct TermBlocks<'a> {
+    idx: &'a [usize],
+    counts: &'a [f64],
+    z: &'a [f64],
+    one_minus_z: &'a [f64],
+    left: &'a mut [f64],
+    grad: &'a mut [f64],
+}
+
+/// Working memory for one Dirichlet term with `m` calibrated causes.
+struct TermBuffers<'a> {
+    /// The θ rows, `m × m`.
+    theta: &'a mut [f64],
+    p_s: &'a mut [f64],
+    q: &'a mut [f64],
+    w: &'a mut [f64],
+}
+
+/// The log likelihood of a Dirichlet term with `m` calibrated causes; writes the gradient of
+/// its θ coordinates and adds its gradient in `p` to `grad_p`.
+#[inline(always)]
+fn dirichlet_term(m: usize, t: TermBlocks, b: TermBuffers, p: &[f64], grad_p: &mut [f64]) -> f64 {
+    let (theta, p_s, q, w) = (
+        &mut b.theta[..m * m],
+        &mut b.p_s[..m],
+        &mut b.q[..m],
+        &mut b.w[..m],
+    );
+    let (idx, counts) = (&t.idx[..m], &t.counts[..m]);
+    stick_simplexes(m, t.z, t.one_minus_z, t.left, theta);
+    // Calibrated VA causes: q_j = Σ_{i∈S} p_i θ_ij. Uncalibrated ones are folded into the
+    // prior of `p`.
+    q.fill(0.0);
+    for (ps, (&i, row)) in p_s.iter_mut().zip(idx.iter().zip(theta.chunks_exact(m))) {
+        *ps = p[i];
+        for (qj, t) in q.iter_mut().zip(row) {
+            *qj += *ps * t;
+        }
+    }
+    let lp = likelihood_weights(counts, q, w);
+    let grad_rows = t.grad.chunks_exact_mut(m - 1);
+    for (r, (row, grad_row)) in theta.chunks_exact(m).zip(grad_rows).enumerate() {
+        // ∂L/∂p_i = Σ_j θ_ij w_j and ∂L/∂θ_ij = p_i w_j.
+        grad_p[idx[r]] += dot(row, w);
+        add_stick_gradient(m, r, t.z, t.one_minus_z, t.left, w, p_s[r], grad_row);
+    }
+    lp
 }
 
 /// `Σ_j c_j log q_j` over the causes with deaths; writes `w_j = c_j / q_j` (0 without deaths).
@@ -726,6 +778,21 @@ mod tests {
         };
         assert_eq!(Posterior::new(&spec).unwrap().dim(), 5 + 5 * 4);
         check_gradient(&spec, 11);
+    }
+
+    /// Every row length with its own unrolled code (2–10) and the general one (12).
+    #[test]
+    fn gradient_every_calibrated_set_size() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        for m in (2..=10).chain([12]) {
+            let counts: Vec<f64> = (0..m).map(|j| 20.0 + (j * 37 % 90) as f64).collect();
+            let spec = ModelSpec {
+                p_prior: vec![1.0; m],
+                terms: vec![dirichlet_term(counts, vec![true; m], &mut rng)],
+            };
+            assert_eq!(Posterior::new(&spec).unwrap().dim(), (m - 1) + m * (m - 1));
+            check_gradient(&spec, m as u64);
+        }
     }
 
     #[test]

@@ -211,17 +211,40 @@ impl Model {
 
     /// Draws `(q, θ)`, solves `Mᵀp = q` and sets `out.log_w` (−∞ outside the simplex).
     fn propose<R: Rng>(&self, rng: &mut R, out: &mut Proposal) {
-        let m = self.m;
+        // With the number of causes known at compile time the loops over rows and the
+        // factorisation unroll (the same arithmetic, so the same bits).
+        match self.m {
+            2 => self.propose_with(2, rng, out),
+            3 => self.propose_with(3, rng, out),
+            4 => self.propose_with(4, rng, out),
+            5 => self.propose_with(5, rng, out),
+            6 => self.propose_with(6, rng, out),
+            7 => self.propose_with(7, rng, out),
+            8 => self.propose_with(8, rng, out),
+            9 => self.propose_with(9, rng, out),
+            10 => self.propose_with(10, rng, out),
+            m => self.propose_with(m, rng, out),
+        }
+    }
+
+    /// [`Model::propose`] for `m == self.m`.
+    #[inline(always)]
+    fn propose_with<R: Rng>(&self, m: usize, rng: &mut R, out: &mut Proposal) {
+        let (q, beta_minus_one) = (&self.q[..m], &self.beta_minus_one[..m]);
+        let (matrix, swaps, p) = (
+            &mut out.matrix[..m * m],
+            &mut out.swaps[..m],
+            &mut out.p[..m],
+        );
         let mut total = 0.0;
-        for (p, g) in out.p.iter_mut().zip(&self.q) {
+        for (p, g) in p.iter_mut().zip(q) {
             *p = g.sample(rng);
             total += *p;
         }
-        out.p.iter_mut().for_each(|x| *x /= total);
+        p.iter_mut().for_each(|x| *x /= total);
         match &self.rows {
             Rows::Dirichlet(gammas) => {
-                for (row, row_gammas) in out.matrix.chunks_exact_mut(m).zip(gammas.chunks_exact(m))
-                {
+                for (row, row_gammas) in matrix.chunks_exact_mut(m).zip(gammas.chunks_exact(m)) {
                     let mut sum = 0.0;
                     for (x, g) in row.iter_mut().zip(row_gammas) {
                         *x = g.sample(rng);
@@ -231,12 +254,12 @@ impl Model {
                     row.iter_mut().for_each(|x| *x *= inv);
                 }
             }
-            Rows::Fixed(matrix) => out.matrix.copy_from_slice(matrix),
+            Rows::Fixed(fixed) => matrix.copy_from_slice(fixed),
         }
-        out.log_w = match solve_transposed(&mut out.matrix, &mut out.swaps, &mut out.p, m) {
-            Some(log_det) if out.p.iter().all(|&x| x >= 0.0) => {
+        out.log_w = match solve_transposed(matrix, swaps, p, m) {
+            Some(log_det) if p.iter().all(|&x| x >= 0.0) => {
                 let mut log_w = -log_det;
-                for (&b, &x) in self.beta_minus_one.iter().zip(&out.p) {
+                for (&b, &x) in beta_minus_one.iter().zip(p.iter()) {
                     if b != 0.0 {
                         log_w += b * x.ln();
                     }
@@ -256,6 +279,7 @@ impl Model {
 /// its factors; `swaps` is scratch; `b` becomes `x`) and returns `log |det M|`, or `None` for
 /// a singular or non-finite system. Factorising `M` rather than `Mᵀ` lets the proposal write
 /// its rows in place.
+#[inline(always)]
 fn solve_transposed(a: &mut [f64], swaps: &mut [usize], b: &mut [f64], m: usize) -> Option<f64> {
     // P M = L U, with P the row swaps in order.
     let mut det = 1.0f64;
