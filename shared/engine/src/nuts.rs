@@ -637,6 +637,66 @@ fn merge_impl(h: &Halves, rho: &mut [f64]) -> [f64; 6] {
     std::array::from_fn(|k| (acc[k][0] + acc[k][1]) + (acc[k][2] + acc[k][3]) + rest[k])
 }
 
+/// The first half of a leapfrog step: a half step of the momentum `p` along the gradient `g`,
+/// then a full step `eps` of the position `q`.
+fn kick_and_drift(q: &mut [f64], p: &mut [f64], g: &[f64], inv_metric: &[f64], eps: f64) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, as just checked.
+        return unsafe { kick_and_drift_avx2(q, p, g, inv_metric, eps) };
+    }
+    kick_and_drift_impl(q, p, g, inv_metric, eps)
+}
+
+/// The same code with 4-wide vectors; elementwise, so the same bits.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn kick_and_drift_avx2(
+    q: &mut [f64],
+    p: &mut [f64],
+    g: &[f64],
+    inv_metric: &[f64],
+    eps: f64,
+) {
+    kick_and_drift_impl(q, p, g, inv_metric, eps)
+}
+
+#[inline(always)]
+fn kick_and_drift_impl(q: &mut [f64], p: &mut [f64], g: &[f64], inv_metric: &[f64], eps: f64) {
+    let half = 0.5 * eps;
+    let n = q.len();
+    let (p, g, m) = (&mut p[..n], &g[..n], &inv_metric[..n]);
+    for i in 0..n {
+        p[i] += half * g[i];
+        q[i] += eps * m[i] * p[i];
+    }
+}
+
+/// A half step `half` of the momentum `p` along the gradient `g`.
+fn kick(p: &mut [f64], g: &[f64], half: f64) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, as just checked.
+        return unsafe { kick_avx2(p, g, half) };
+    }
+    kick_impl(p, g, half)
+}
+
+/// The same code with 4-wide vectors; elementwise, so the same bits.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn kick_avx2(p: &mut [f64], g: &[f64], half: f64) {
+    kick_impl(p, g, half)
+}
+
+#[inline(always)]
+fn kick_impl(p: &mut [f64], g: &[f64], half: f64) {
+    let g = &g[..p.len()];
+    for (p, g) in p.iter_mut().zip(g) {
+        *p += half * g;
+    }
+}
+
 impl<'a> Nuts<'a> {
     fn new(posterior: &'a Posterior, dim: usize, max_depth: usize) -> Self {
         Nuts {
@@ -687,24 +747,10 @@ impl<'a> Nuts<'a> {
 
     /// One leapfrog step of `self.z` with step `eps` (negative: backwards in time).
     fn leapfrog(&mut self, eps: f64) {
-        let half = 0.5 * eps;
         let z = &mut self.z;
-        let n = z.q.len();
-        let (q, p, g, m) = (
-            &mut z.q[..n],
-            &mut z.p[..n],
-            &z.g[..n],
-            &self.inv_metric[..n],
-        );
-        for i in 0..n {
-            p[i] += half * g[i];
-            q[i] += eps * m[i] * p[i];
-        }
+        kick_and_drift(&mut z.q, &mut z.p, &z.g, &self.inv_metric, eps);
         z.logp = self.posterior.logp_and_grad(&z.q, &mut z.g);
-        let (p, g) = (&mut z.p[..n], &z.g[..n]);
-        for i in 0..n {
-            p[i] += half * g[i];
-        }
+        kick(&mut z.p, &z.g, 0.5 * eps);
     }
 
     /// Stan's heuristic: double or halve `start` until one leapfrog step from `state` with a
@@ -785,8 +831,9 @@ impl<'a> Nuts<'a> {
             let mut log_sum_weight_subtree = f64::NEG_INFINITY;
             let forward = rng.random::<f64>() > 0.5;
             let valid = if forward {
-                // The old trajectory becomes the backward part.
-                self.z.copy_from(&e.fwd);
+                // The old trajectory becomes the backward part. Swaps rather than copies:
+                // the end left behind is overwritten before it is read again.
+                std::mem::swap(&mut self.z, &mut e.fwd);
                 e.rho_bck.copy_from_slice(&e.rho);
                 e.p_bck_fwd.copy_from_slice(&e.p_fwd_fwd);
                 e.p_sharp_bck_fwd.copy_from_slice(&e.p_sharp_fwd_fwd);
@@ -802,10 +849,10 @@ impl<'a> Nuts<'a> {
                     &mut log_sum_weight_subtree,
                     rng,
                 );
-                e.fwd.copy_from(&self.z);
+                std::mem::swap(&mut e.fwd, &mut self.z);
                 valid
             } else {
-                self.z.copy_from(&e.bck);
+                std::mem::swap(&mut self.z, &mut e.bck);
                 e.rho_fwd.copy_from_slice(&e.rho);
                 e.p_fwd_bck.copy_from_slice(&e.p_bck_bck);
                 e.p_sharp_fwd_bck.copy_from_slice(&e.p_sharp_bck_bck);
@@ -821,7 +868,7 @@ impl<'a> Nuts<'a> {
                     &mut log_sum_weight_subtree,
                     rng,
                 );
-                e.bck.copy_from(&self.z);
+                std::mem::swap(&mut e.bck, &mut self.z);
                 valid
             };
             if !valid {
@@ -833,7 +880,8 @@ impl<'a> Nuts<'a> {
             if log_sum_weight_subtree > log_sum_weight
                 || rng.random::<f64>() < exp_nonpos(log_sum_weight_subtree - log_sum_weight)
             {
-                e.sample.copy_state_from(&e.propose);
+                // `propose` is rewritten by the next sub-tree before it is read.
+                std::mem::swap(&mut e.sample, &mut e.propose);
             }
             log_sum_weight = log_sum_exp(log_sum_weight, log_sum_weight_subtree);
 
@@ -957,7 +1005,8 @@ impl<'a> Nuts<'a> {
             let log_sum_weight_subtree = log_sum_exp(log_sum_weight_init, log_sum_weight_final);
             *log_sum_weight = log_sum_exp(*log_sum_weight, log_sum_weight_subtree);
             if rng.random::<f64>() < exp_nonpos(log_sum_weight_final - log_sum_weight_subtree) {
-                propose.copy_state_from(&propose_final);
+                // The final half's proposal is not needed after this.
+                std::mem::swap(propose, &mut propose_final);
             }
             merge(
                 &Halves {
