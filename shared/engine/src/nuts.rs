@@ -18,7 +18,7 @@ use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 
-use crate::density::{dot, exp_nonpos, ln_normal, Posterior};
+use crate::density::{exp_nonpos, ln_normal, Posterior};
 use crate::mcmc::{run_chains, CancelCheck, ChainDraws, McmcSettings, SamplerError, Samples};
 use crate::model::ModelSpec;
 
@@ -331,21 +331,6 @@ fn log_sum_exp(a: f64, b: f64) -> f64 {
     m + ln_normal(1.0 + exp_nonpos(-(a - b).abs()))
 }
 
-/// The no-U-turn criterion for a trajectory with momentum sum `rho` and end-point velocities
-/// `sharp_minus`, `sharp_plus`.
-#[inline]
-fn no_u_turn(sharp_minus: &[f64], sharp_plus: &[f64], rho: &[f64]) -> bool {
-    dot(sharp_plus, rho) > 0.0 && dot(sharp_minus, rho) > 0.0
-}
-
-fn add_into(acc: &mut [f64], x: &[f64]) {
-    let n = acc.len().min(x.len());
-    let (acc, x) = (&mut acc[..n], &x[..n]);
-    for i in 0..n {
-        acc[i] += x[i];
-    }
-}
-
 /// Where a new leaf's momentum goes: its sharp momentum `p♯ = M⁻¹p` as both ends of a
 /// one-point sub-tree, the sub-tree's momentum sum, and its end momenta.
 struct LeafOut<'b> {
@@ -417,8 +402,28 @@ unsafe fn leaf_avx2(
     let mut lanes = [0.0; 4];
     // SAFETY: `lanes` holds four doubles.
     unsafe { _mm256_storeu_pd(lanes.as_mut_ptr(), acc) };
+    let rest = leaf_rest(
+        whole, p, inv_metric, sharp_beg, sharp_end, rho, p_beg, p_end,
+    );
+    (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]) + rest
+}
+
+/// The leaf's elements from `from` on, one at a time: the remainder after the whole groups of
+/// four. Returns their part of `p·p♯`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)] // the leaf's buffers, as in `leaf_impl`
+fn leaf_rest(
+    from: usize,
+    p: &[f64],
+    inv_metric: &[f64],
+    sharp_beg: &mut [f64],
+    sharp_end: &mut [f64],
+    rho: &mut [f64],
+    p_beg: &mut [f64],
+    p_end: &mut [f64],
+) -> f64 {
     let mut rest = -0.0;
-    for i in whole..n {
+    for i in from..p.len() {
         let sharp = p[i] * inv_metric[i];
         sharp_beg[i] = sharp;
         sharp_end[i] = sharp;
@@ -427,7 +432,7 @@ unsafe fn leaf_avx2(
         p_end[i] = p[i];
         rest += p[i] * sharp;
     }
-    (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]) + rest
+    rest
 }
 
 /// Four elements of `v` from `at`.
@@ -443,7 +448,7 @@ fn four_mut(v: &mut [f64], at: usize) -> &mut [f64; 4] {
 }
 
 /// The sums run in four lanes (element `i` in lane `i mod 4`) and then
-/// `(l0 + l1) + (l2 + l3) + rest`, as [`dot`] does, so every path gives the same bits.
+/// `(l0 + l1) + (l2 + l3) + rest`, as [`crate::density::dot`] does, so every path gives the same bits.
 #[inline(always)]
 fn leaf_impl(
     p: &[f64],
@@ -481,16 +486,9 @@ fn leaf_impl(
             acc[l] += pv[l] * sharp[l];
         }
     }
-    let mut rest = -0.0;
-    for i in whole..n {
-        let sharp = p[i] * inv_metric[i];
-        sharp_beg[i] = sharp;
-        sharp_end[i] = sharp;
-        rho[i] += p[i];
-        p_beg[i] = p[i];
-        p_end[i] = p[i];
-        rest += p[i] * sharp;
-    }
+    let rest = leaf_rest(
+        whole, p, inv_metric, sharp_beg, sharp_end, rho, p_beg, p_end,
+    );
     (acc[0] + acc[1]) + (acc[2] + acc[3]) + rest
 }
 
@@ -885,22 +883,20 @@ impl<'a> Nuts<'a> {
             }
             log_sum_weight = log_sum_exp(log_sum_weight, log_sum_weight_subtree);
 
-            for ((r, b), f) in e.rho.iter_mut().zip(&e.rho_bck).zip(&e.rho_fwd) {
-                *r = b + f;
-            }
-            // Across the whole trajectory, and across each half extended by the nearest point
-            // of the other (the halves' sums are reset before the next doubling, so they are
-            // extended in place).
-            let persist = no_u_turn(&e.p_sharp_bck_bck, &e.p_sharp_fwd_fwd, &e.rho)
-                && {
-                    add_into(&mut e.rho_bck, &e.p_fwd_bck);
-                    no_u_turn(&e.p_sharp_bck_bck, &e.p_sharp_fwd_bck, &e.rho_bck)
-                }
-                && {
-                    add_into(&mut e.rho_fwd, &e.p_bck_fwd);
-                    no_u_turn(&e.p_sharp_bck_fwd, &e.p_sharp_fwd_fwd, &e.rho_fwd)
-                };
-            if !persist {
+            // The whole trajectory is a sub-tree whose halves are its backward and forward
+            // parts: the same sum and checks as inside the tree.
+            e.rho.fill(0.0);
+            let halves = Halves {
+                rho_init: &e.rho_bck,
+                rho_final: &e.rho_fwd,
+                p_init_end: &e.p_bck_fwd,
+                p_final_beg: &e.p_fwd_bck,
+                p_sharp_beg: &e.p_sharp_bck_bck,
+                p_sharp_init_end: &e.p_sharp_bck_fwd,
+                p_sharp_final_beg: &e.p_sharp_fwd_bck,
+                p_sharp_end: &e.p_sharp_fwd_fwd,
+            };
+            if !merge(&halves, &mut e.rho).iter().all(|&x| x > 0.0) {
                 break;
             }
         }
@@ -1195,6 +1191,7 @@ impl Adaptation {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::density::dot;
     use crate::model::{AlgorithmTerm, Misclassification};
 
     fn never() -> bool {
