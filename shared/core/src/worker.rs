@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::mpsc;
+use vacal_engine::error::panic_message;
 use vacal_engine::{calibrate, result_json, CalibrationRequest, EngineError};
 
 use crate::config::Config;
@@ -499,11 +500,7 @@ impl Worker {
                 calibrate(&request, &progress).map(|c| result_json(&request, &c))
             }));
             outcome.unwrap_or_else(|panic| {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
+                let message = panic_message(&*panic);
                 Err(EngineError::Sampler(format!("internal error: {message}")))
             })
         });

@@ -9,7 +9,7 @@ use rand::rngs::ChaCha8Rng;
 use rand::SeedableRng;
 
 use crate::diagnostics::diagnose_samples;
-use crate::error::EngineError;
+use crate::error::{panic_message, EngineError};
 use crate::independence;
 use crate::mcmc::{McmcSettings, Samples};
 use crate::model::{AlgorithmTerm, Misclassification, ModelSpec};
@@ -306,7 +306,12 @@ impl<'scope, 'env> Fits<'scope, 'env> {
             let result = catch_unwind(AssertUnwindSafe(|| {
                 run_sampler(&spec, mcmc, stream, progress)
             }))
-            .unwrap_or_else(|_| Err(EngineError::Sampler(format!("the {name} fit panicked"))));
+            .unwrap_or_else(|panic| {
+                let msg = panic_message(&*panic);
+                Err(EngineError::Sampler(format!(
+                    "the {name} fit panicked: {msg}"
+                )))
+            });
             if matches!(result, Err(ref e) if *e != EngineError::Cancelled) {
                 progress.failed.store(true, Ordering::Relaxed);
             }

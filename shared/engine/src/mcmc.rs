@@ -4,6 +4,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+use crate::error::panic_message;
+
 /// Settings of one sampler run. Chains run in parallel threads; chain `c` draws all its random
 /// numbers from an RNG seeded by `(seed, c)`, so results do not depend on `threads`.
 #[derive(Debug, Clone, PartialEq)]
@@ -85,11 +87,7 @@ where
             Err(SamplerError::Cancelled)
         } else {
             catch_unwind(AssertUnwindSafe(|| chain(c, &stop))).unwrap_or_else(|panic| {
-                let msg = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".to_string());
+                let msg = panic_message(&*panic);
                 Err(SamplerError::Failed(format!("chain {c} panicked: {msg}")))
             })
         };
@@ -126,4 +124,46 @@ where
         }
     }
     Ok(chains)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(chains: usize, threads: usize) -> McmcSettings {
+        McmcSettings {
+            chains,
+            warmup_per_chain: 0,
+            draws_per_chain: 0,
+            thin: 1,
+            seed: 1,
+            target_accept: 0.9,
+            max_depth: 10,
+            threads: Some(threads),
+        }
+    }
+
+    #[test]
+    fn results_come_back_in_chain_order() {
+        let never = || false;
+        let chains = run_chains(&settings(5, 2), &never, |c, _| Ok(c * 10)).unwrap();
+        assert_eq!(chains, vec![0, 10, 20, 30, 40]);
+    }
+
+    #[test]
+    fn a_panicking_chain_is_an_error_that_names_it() {
+        let never = || false;
+        let outcome = run_chains(&settings(4, 2), &never, |c, _| {
+            if c == 2 {
+                panic!("boom in chain {c}");
+            }
+            Ok(c)
+        });
+        assert_eq!(
+            outcome,
+            Err(SamplerError::Failed(
+                "chain 2 panicked: boom in chain 2".into()
+            ))
+        );
+    }
 }
