@@ -210,7 +210,11 @@ impl Model {
     }
 
     /// Draws `(q, θ)`, solves `Mᵀp = q` and sets `out.log_w` (−∞ outside the simplex).
-    fn propose<R: Rng>(&self, rng: &mut R, out: &mut Proposal) {
+    fn propose<R: Rng + Clone>(&self, caller_rng: &mut R, out: &mut Proposal) {
+        // A local copy of the generator's state stays in registers through the variates'
+        // loops; through the reference it was loaded and stored around every draw.
+        let mut local = caller_rng.clone();
+        let rng = &mut local;
         // With the number of causes known at compile time the loops over rows and the
         // factorisation unroll (the same arithmetic, so the same bits).
         match self.m {
@@ -225,6 +229,7 @@ impl Model {
             10 => self.propose_with(10, rng, out),
             m => self.propose_with(m, rng, out),
         }
+        *caller_rng = local;
     }
 
     /// [`Model::propose`] for `m == self.m`.
@@ -354,7 +359,12 @@ fn stream_rng(seed: u64, stream: u64) -> Xoshiro256PlusPlus {
 }
 
 /// One Metropolis–Hastings step: propose into `next`, and swap it with `current` if accepted.
-fn step<R: Rng>(model: &Model, rng: &mut R, current: &mut Proposal, next: &mut Proposal) -> bool {
+fn step<R: Rng + Clone>(
+    model: &Model,
+    rng: &mut R,
+    current: &mut Proposal,
+    next: &mut Proposal,
+) -> bool {
     model.propose(rng, next);
     if next.log_w == f64::NEG_INFINITY {
         return false;
@@ -368,7 +378,7 @@ fn step<R: Rng>(model: &Model, rng: &mut R, current: &mut Proposal, next: &mut P
 }
 
 /// A starting state inside the simplex: the first such proposal.
-fn start<R: Rng>(model: &Model, rng: &mut R) -> Option<Proposal> {
+fn start<R: Rng + Clone>(model: &Model, rng: &mut R) -> Option<Proposal> {
     let mut state = Proposal::new(model.m);
     (0..INIT_TRIES).any(|_| {
         model.propose(rng, &mut state);
