@@ -345,34 +345,26 @@ struct LeafOut<'b> {
 /// energy). The tree's bookkeeping per leapfrog step is a handful of passes over the momenta;
 /// fused, and with 4-wide vectors where the CPU has them, it costs a fraction as much.
 fn leaf(p: &[f64], inv_metric: &[f64], out: LeafOut) -> f64 {
-    let LeafOut {
-        p_sharp_beg,
-        p_sharp_end,
-        rho,
-        p_beg,
-        p_end,
-    } = out;
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2, as just checked.
-        return unsafe { leaf_avx2(p, inv_metric, p_sharp_beg, p_sharp_end, rho, p_beg, p_end) };
+        return unsafe { leaf_avx2(p, inv_metric, out) };
     }
-    leaf_impl(p, inv_metric, p_sharp_beg, p_sharp_end, rho, p_beg, p_end)
+    leaf_impl(p, inv_metric, out)
 }
 
 /// [`leaf_impl`] in 4-wide vectors: the same operations lane by lane, so the same bits.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn leaf_avx2(
-    p: &[f64],
-    inv_metric: &[f64],
-    sharp_beg: &mut [f64],
-    sharp_end: &mut [f64],
-    rho: &mut [f64],
-    p_beg: &mut [f64],
-    p_end: &mut [f64],
-) -> f64 {
+unsafe fn leaf_avx2(p: &[f64], inv_metric: &[f64], mut out: LeafOut) -> f64 {
     use std::arch::x86_64::*;
+    let LeafOut {
+        p_sharp_beg: sharp_beg,
+        p_sharp_end: sharp_end,
+        rho,
+        p_beg,
+        p_end,
+    } = &mut out;
     let n = p.len();
     assert!(
         inv_metric.len() >= n
@@ -402,26 +394,21 @@ unsafe fn leaf_avx2(
     let mut lanes = [0.0; 4];
     // SAFETY: `lanes` holds four doubles.
     unsafe { _mm256_storeu_pd(lanes.as_mut_ptr(), acc) };
-    let rest = leaf_rest(
-        whole, p, inv_metric, sharp_beg, sharp_end, rho, p_beg, p_end,
-    );
+    let rest = leaf_rest(whole, p, inv_metric, &mut out);
     (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]) + rest
 }
 
 /// The leaf's elements from `from` on, one at a time: the remainder after the whole groups of
 /// four. Returns their part of `p·p♯`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)] // the leaf's buffers, as in `leaf_impl`
-fn leaf_rest(
-    from: usize,
-    p: &[f64],
-    inv_metric: &[f64],
-    sharp_beg: &mut [f64],
-    sharp_end: &mut [f64],
-    rho: &mut [f64],
-    p_beg: &mut [f64],
-    p_end: &mut [f64],
-) -> f64 {
+fn leaf_rest(from: usize, p: &[f64], inv_metric: &[f64], out: &mut LeafOut) -> f64 {
+    let LeafOut {
+        p_sharp_beg: sharp_beg,
+        p_sharp_end: sharp_end,
+        rho,
+        p_beg,
+        p_end,
+    } = out;
     let mut rest = -0.0;
     for i in from..p.len() {
         let sharp = p[i] * inv_metric[i];
@@ -450,15 +437,14 @@ fn four_mut(v: &mut [f64], at: usize) -> &mut [f64; 4] {
 /// The sums run in four lanes (element `i` in lane `i mod 4`) and then
 /// `(l0 + l1) + (l2 + l3) + rest`, as [`crate::density::dot`] does, so every path gives the same bits.
 #[inline(always)]
-fn leaf_impl(
-    p: &[f64],
-    inv_metric: &[f64],
-    sharp_beg: &mut [f64],
-    sharp_end: &mut [f64],
-    rho: &mut [f64],
-    p_beg: &mut [f64],
-    p_end: &mut [f64],
-) -> f64 {
+fn leaf_impl(p: &[f64], inv_metric: &[f64], mut out: LeafOut) -> f64 {
+    let LeafOut {
+        p_sharp_beg: sharp_beg,
+        p_sharp_end: sharp_end,
+        rho,
+        p_beg,
+        p_end,
+    } = &mut out;
     let n = p.len();
     let mut acc = [0.0; 4];
     let whole = n - n % 4;
@@ -486,9 +472,7 @@ fn leaf_impl(
             acc[l] += pv[l] * sharp[l];
         }
     }
-    let rest = leaf_rest(
-        whole, p, inv_metric, sharp_beg, sharp_end, rho, p_beg, p_end,
-    );
+    let rest = leaf_rest(whole, p, inv_metric, &mut out);
     (acc[0] + acc[1]) + (acc[2] + acc[3]) + rest
 }
 
@@ -1236,11 +1220,13 @@ mod tests {
             let plain_twice_kinetic = leaf_impl(
                 &p,
                 &inv_metric,
-                &mut b1,
-                &mut b2,
-                &mut plain,
-                &mut b3,
-                &mut b4,
+                LeafOut {
+                    p_sharp_beg: &mut b1,
+                    p_sharp_end: &mut b2,
+                    rho: &mut plain,
+                    p_beg: &mut b3,
+                    p_end: &mut b4,
+                },
             );
             assert_eq!(
                 plain_twice_kinetic.to_bits(),
