@@ -34,9 +34,9 @@ const INIT_TRIES: usize = 100;
 /// An energy error above this ends the trajectory as divergent (Stan's `max_deltaH`).
 const MAX_DELTA_H: f64 = 1000.0;
 /// Deepest tree during warm-up (at most 15 leapfrog steps). The fits' sampling-phase trees
-/// are depth 5; capping warm-up at 4 left the minimum bulk ESS unchanged over 12 seeds of the
-/// neonatal and child ensembles and of a single fit without path correction, and at 3 it fell
-/// by a fifth.
+/// are depth 5; capping warm-up at 4 left the minimum bulk ESS unchanged over 12–24 seeds of
+/// the neonatal and child ensembles and of a single fit without path correction, and at 3 it
+/// fell by a fifth.
 pub const WARMUP_MAX_DEPTH: u64 = 4;
 
 /// Samples `p` from the posterior of `spec` with NUTS.
