@@ -377,21 +377,14 @@ fn leaf(p: &[f64], inv_metric: &[f64], out: LeafOut) -> f64 {
 #[target_feature(enable = "avx2")]
 unsafe fn leaf_avx2(p: &[f64], inv_metric: &[f64], mut out: LeafOut) -> f64 {
     use std::arch::x86_64::*;
-    let LeafOut {
-        p_sharp_beg: sharp_beg,
-        p_sharp_end: sharp_end,
-        rho,
-        p_beg,
-        p_end,
-    } = &mut out;
     let n = p.len();
     assert!(
         inv_metric.len() >= n
-            && sharp_beg.len() >= n
-            && sharp_end.len() >= n
-            && rho.len() >= n
-            && p_beg.len() >= n
-            && p_end.len() >= n,
+            && out.p_sharp_beg.len() >= n
+            && out.p_sharp_end.len() >= n
+            && out.rho.len() >= n
+            && out.p_beg.len() >= n
+            && out.p_end.len() >= n,
         "buffers shorter than the momentum"
     );
     let whole = n - n % 4;
@@ -401,12 +394,12 @@ unsafe fn leaf_avx2(p: &[f64], inv_metric: &[f64], mut out: LeafOut) -> f64 {
         unsafe {
             let pv = _mm256_loadu_pd(p.as_ptr().add(at));
             let sharp = _mm256_mul_pd(pv, _mm256_loadu_pd(inv_metric.as_ptr().add(at)));
-            _mm256_storeu_pd(sharp_beg.as_mut_ptr().add(at), sharp);
-            _mm256_storeu_pd(sharp_end.as_mut_ptr().add(at), sharp);
-            let r = rho.as_mut_ptr().add(at);
+            _mm256_storeu_pd(out.p_sharp_beg.as_mut_ptr().add(at), sharp);
+            _mm256_storeu_pd(out.p_sharp_end.as_mut_ptr().add(at), sharp);
+            let r = out.rho.as_mut_ptr().add(at);
             _mm256_storeu_pd(r, _mm256_add_pd(_mm256_loadu_pd(r), pv));
-            _mm256_storeu_pd(p_beg.as_mut_ptr().add(at), pv);
-            _mm256_storeu_pd(p_end.as_mut_ptr().add(at), pv);
+            _mm256_storeu_pd(out.p_beg.as_mut_ptr().add(at), pv);
+            _mm256_storeu_pd(out.p_end.as_mut_ptr().add(at), pv);
             acc = _mm256_add_pd(acc, _mm256_mul_pd(pv, sharp));
         }
     }
@@ -421,21 +414,14 @@ unsafe fn leaf_avx2(p: &[f64], inv_metric: &[f64], mut out: LeafOut) -> f64 {
 /// four. Returns their part of `p·p♯`.
 #[inline(always)]
 fn leaf_rest(from: usize, p: &[f64], inv_metric: &[f64], out: &mut LeafOut) -> f64 {
-    let LeafOut {
-        p_sharp_beg: sharp_beg,
-        p_sharp_end: sharp_end,
-        rho,
-        p_beg,
-        p_end,
-    } = out;
     let mut rest = -0.0;
     for i in from..p.len() {
         let sharp = p[i] * inv_metric[i];
-        sharp_beg[i] = sharp;
-        sharp_end[i] = sharp;
-        rho[i] += p[i];
-        p_beg[i] = p[i];
-        p_end[i] = p[i];
+        out.p_sharp_beg[i] = sharp;
+        out.p_sharp_end[i] = sharp;
+        out.rho[i] += p[i];
+        out.p_beg[i] = p[i];
+        out.p_end[i] = p[i];
         rest += p[i] * sharp;
     }
     rest
@@ -457,24 +443,17 @@ fn four_mut(v: &mut [f64], at: usize) -> &mut [f64; 4] {
 /// `(l0 + l1) + (l2 + l3) + rest`, as [`crate::density::dot`] does, so every path gives the same bits.
 #[inline(always)]
 fn leaf_impl(p: &[f64], inv_metric: &[f64], mut out: LeafOut) -> f64 {
-    let LeafOut {
-        p_sharp_beg: sharp_beg,
-        p_sharp_end: sharp_end,
-        rho,
-        p_beg,
-        p_end,
-    } = &mut out;
     let n = p.len();
     let mut acc = [0.0; 4];
     let whole = n - n % 4;
     for at in (0..whole).step_by(4) {
         let (pv, m) = (four(p, at), four(inv_metric, at));
         let (sb, se, r, pb, pe) = (
-            four_mut(sharp_beg, at),
-            four_mut(sharp_end, at),
-            four_mut(rho, at),
-            four_mut(p_beg, at),
-            four_mut(p_end, at),
+            four_mut(out.p_sharp_beg, at),
+            four_mut(out.p_sharp_end, at),
+            four_mut(out.rho, at),
+            four_mut(out.p_beg, at),
+            four_mut(out.p_end, at),
         );
         let mut sharp = [0.0; 4];
         for l in 0..4 {
