@@ -1,6 +1,6 @@
 //! `vacal calibrate`: the engine on one request, no service involved.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
@@ -86,14 +86,13 @@ pub fn run(args: CalibrateArgs) -> ExitCode {
     match outcome {
         Ok((calibration, request)) => {
             let result = result_json(&request, &calibration);
-            match args.format {
-                Format::Json => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&result).expect("result serialises")
-                ),
-                Format::Table => print!("{}", crate::calibrate_cmd::table(&result)),
-            }
-            ExitCode::SUCCESS
+            let text = match args.format {
+                Format::Json => {
+                    serde_json::to_string_pretty(&result).expect("result serialises") + "\n"
+                }
+                Format::Table => table(&result),
+            };
+            write_stdout(&text)
         }
         Err(e @ EngineError::Invalid { .. }) => {
             eprintln!("error: invalid request: {e}");
@@ -101,6 +100,20 @@ pub fn run(args: CalibrateArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes the result; a reader that stops early (`vacal calibrate … | head`) closes the pipe,
+/// which ends the output without an error rather than a panic from `println!`.
+fn write_stdout(text: &str) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: cannot write the result: {e}");
             ExitCode::FAILURE
         }
     }

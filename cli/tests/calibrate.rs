@@ -167,3 +167,20 @@ fn bad_requests_exit_2_with_a_message_naming_the_problem() {
     );
     assert_eq!(missing.status.code(), Some(2));
 }
+
+#[test]
+fn a_reader_that_closes_the_pipe_early_is_not_an_error() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vacal"))
+        .args(["calibrate", "--example", "--algorithm", "eava"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("vacal starts");
+    // Like `vacal calibrate … | head -0`: the reader is gone before the result is written.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("vacal finishes");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(output.status.success(), "{stderr}");
+}
