@@ -13,7 +13,7 @@ use crate::error::{panic_message, EngineError};
 use crate::independence;
 use crate::mcmc::{McmcSettings, Samples};
 use crate::model::{AlgorithmTerm, Misclassification, ModelSpec};
-use crate::numeric::{quantile_sorted, smart_round};
+use crate::numeric::{quantile, smart_round};
 use crate::pathcorr::{path_correct_dirichlet, path_correct_fixed};
 use crate::prepare::{prepare, NamedMatrix, Prepared};
 use crate::request::{CalibrationRequest, McmcRequest, MmatType, SamplerKind};
@@ -162,9 +162,8 @@ fn summarise(samples: &Samples, s_idx: &[usize], pu: &[f64]) -> Summary {
             d * draw[pos] / total
         }));
         mean[j] = column.iter().sum::<f64>() / column.len() as f64;
-        column.sort_by(f64::total_cmp);
-        lower[j] = quantile_sorted(&column, 0.025);
-        upper[j] = quantile_sorted(&column, 0.975);
+        lower[j] = quantile(&mut column, 0.025);
+        upper[j] = quantile(&mut column, 0.975);
     }
     Summary { mean, lower, upper }
 }

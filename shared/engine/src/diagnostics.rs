@@ -37,7 +37,8 @@ fn rhat_and_ess_bulk(chains: &[Vec<f64>]) -> (f64, f64) {
     let Some(split) = split_chains(chains) else {
         return (f64::NAN, f64::NAN);
     };
-    let z = z_scale(&split);
+    let order = value_order(&split);
+    let z = z_scale_ordered(&split, &order);
     let ess = ess_basic(&z);
     if split[0].len() < 2 {
         return (f64::NAN, ess);
@@ -53,7 +54,7 @@ fn rhat_and_ess_bulk(chains: &[Vec<f64>]) -> (f64, f64) {
         .iter()
         .map(|c| c.iter().map(|x| (x - med).abs()).collect())
         .collect();
-    let tail = rhat_basic(&z_scale(&folded));
+    let tail = rhat_basic(&z_scale_ordered(&folded, &fold_order(&order, med)));
 
     // R's max(): NaN in either part makes the result NaN.
     let rhat = if bulk.is_nan() || tail.is_nan() {
@@ -188,11 +189,43 @@ fn split_chains(chains: &[Vec<f64>]) -> Option<Vec<Vec<f64>>> {
 /// Replaces every draw by Φ⁻¹((r − 3/8)/(S + 1/4)), with r its average rank among all S draws
 /// of all chains (Blom's offset, as `posterior::z_scale`).
 fn z_scale(chains: &[Vec<f64>]) -> Vec<Vec<f64>> {
-    // Sorting (value, position) pairs keeps the comparisons in cache; the order among equal
-    // values does not matter, since ties share their average rank.
+    z_scale_ordered(chains, &value_order(chains))
+}
+
+/// Every draw of `chains` (flattened, chain after chain) with its position, in increasing
+/// order. Sorting the pairs keeps the comparisons in cache.
+fn value_order(chains: &[Vec<f64>]) -> Vec<(f64, usize)> {
     let mut order: Vec<(f64, usize)> = chains.iter().flatten().copied().zip(0..).collect();
-    let s = order.len();
     order.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+    order
+}
+
+/// The draws `|x − med|` in increasing order, from `order`, the draws `x` in increasing order:
+/// below the median the folded value falls as `x` rises and above it it grows, so merging the
+/// two runs replaces a second sort.
+fn fold_order(order: &[(f64, usize)], med: f64) -> Vec<(f64, usize)> {
+    let folded = |&(x, k): &(f64, usize)| ((x - med).abs(), k);
+    let split = order.partition_point(|&(x, _)| x < med);
+    let mut below = order[..split].iter().rev().map(folded).peekable();
+    let mut above = order[split..].iter().map(folded).peekable();
+    let mut out = Vec::with_capacity(order.len());
+    loop {
+        let next = match (below.peek(), above.peek()) {
+            (Some(b), Some(a)) if b.0 < a.0 => below.next(),
+            (_, Some(_)) => above.next(),
+            (Some(_), None) => below.next(),
+            (None, None) => break,
+        };
+        out.extend(next);
+    }
+    out
+}
+
+/// [`z_scale`] with the draws' order given: `order` is [`value_order`] of `chains`, or any
+/// other increasing order of the same values and positions (the order among equal values does
+/// not matter, since ties share their average rank).
+fn z_scale_ordered(chains: &[Vec<f64>], order: &[(f64, usize)]) -> Vec<Vec<f64>> {
+    let s = order.len();
     let mut ranks = vec![0.0; s];
     let mut i = 0;
     while i < s {
@@ -240,15 +273,17 @@ fn var(x: &[f64]) -> f64 {
     x.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / (x.len() as f64 - 1.0)
 }
 
+/// The median, from one selection instead of a sort: for an even count the lower middle
+/// value is the largest of the values below the upper one.
 fn median(x: &mut [f64]) -> f64 {
-    x.sort_by(f64::total_cmp);
     let n = x.len();
     if n == 0 {
-        f64::NAN
-    } else if n % 2 == 1 {
-        x[n / 2]
-    } else {
-        0.5 * (x[n / 2 - 1] + x[n / 2])
+        return f64::NAN;
+    }
+    let (below, &mut upper, _) = x.select_nth_unstable_by(n / 2, f64::total_cmp);
+    match below.iter().copied().max_by(f64::total_cmp) {
+        Some(lower) if n.is_multiple_of(2) => 0.5 * (lower + upper),
+        _ => upper,
     }
 }
 
@@ -445,6 +480,37 @@ pub fn inverse_normal_cdf(p: f64) -> f64 {
 mod tests {
     use super::*;
     use crate::mcmc::ChainDraws;
+
+    proptest::proptest! {
+        /// The merge and the selection stand in for sorts: they must give the sorts' ranks
+        /// and median exactly, ties (repeated draws, as a Metropolis chain has) included.
+        #[test]
+        fn folded_order_and_median_match_sorting(
+            values in proptest::collection::vec(0u8..40, 1..300),
+            med_pick in 0usize..300,
+        ) {
+            let x: Vec<f64> = values.iter().map(|&v| f64::from(v) / 7.0).collect();
+            let chains = vec![x.clone()];
+            let mut sorted = x.clone();
+            sorted.sort_by(f64::total_cmp);
+            let n = sorted.len();
+            let sorted_median = if n % 2 == 1 {
+                sorted[n / 2]
+            } else {
+                0.5 * (sorted[n / 2 - 1] + sorted[n / 2])
+            };
+            proptest::prop_assert_eq!(median(&mut x.clone()).to_bits(), sorted_median.to_bits());
+
+            // Any fold point, not only the median: the merge relies on order alone.
+            let med = sorted[med_pick % n];
+            let folded: Vec<Vec<f64>> = vec![x.iter().map(|v| (v - med).abs()).collect()];
+            let merged = fold_order(&value_order(&chains), med);
+            proptest::prop_assert!(merged.windows(2).all(|w| w[0].0 <= w[1].0));
+            let by_merge = z_scale_ordered(&folded, &merged);
+            let by_sort = z_scale(&folded);
+            proptest::prop_assert_eq!(by_merge, by_sort);
+        }
+    }
 
     /// 64-bit LCG (Knuth's MMIX constants); uniform from the top 53 bits.
     struct Lcg(u64);

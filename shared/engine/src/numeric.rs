@@ -150,16 +150,27 @@ pub fn smart_round(x: &[f64], target: f64) -> Vec<f64> {
     rounded
 }
 
-/// R's default (type 7) quantile of already sorted values.
-pub fn quantile_sorted(sorted: &[f64], prob: f64) -> f64 {
-    let n = sorted.len();
+/// R's default (type 7) quantile. `values` is reordered: two order statistics are selected
+/// in linear time instead of sorting, with the same result as indexing the sorted values.
+pub fn quantile(values: &mut [f64], prob: f64) -> f64 {
+    let n = values.len();
     if n == 0 {
         return f64::NAN;
     }
     let h = (n - 1) as f64 * prob;
     let lo = h.floor() as usize;
-    let hi = h.ceil() as usize;
-    sorted[lo] + (h - lo as f64) * (sorted[hi.min(n - 1)] - sorted[lo])
+    let hi = (h.ceil() as usize).min(n - 1);
+    let (_, &mut at_lo, above) = values.select_nth_unstable_by(lo, f64::total_cmp);
+    let at_hi = if hi > lo {
+        above
+            .iter()
+            .copied()
+            .min_by(f64::total_cmp)
+            .unwrap_or(at_lo)
+    } else {
+        at_lo
+    };
+    at_lo + (h - lo as f64) * (at_hi - at_lo)
 }
 
 #[cfg(test)]
@@ -230,9 +241,31 @@ mod tests {
 
     #[test]
     fn type7_quantile_interpolates() {
-        let v = [1.0, 2.0, 3.0, 4.0];
-        assert_eq!(quantile_sorted(&v, 0.0), 1.0);
-        assert_eq!(quantile_sorted(&v, 1.0), 4.0);
-        assert!((quantile_sorted(&v, 0.025) - 1.075).abs() < 1e-15);
+        let mut v = [3.0, 1.0, 4.0, 2.0];
+        assert_eq!(quantile(&mut v, 0.0), 1.0);
+        assert_eq!(quantile(&mut v, 1.0), 4.0);
+        assert!((quantile(&mut v, 0.025) - 1.075).abs() < 1e-15);
+        assert!((quantile(&mut v, 0.975) - 3.925).abs() < 1e-15);
+        assert!(quantile(&mut [], 0.5).is_nan());
+    }
+
+    proptest::proptest! {
+        /// Selecting the two order statistics gives exactly what indexing the sorted values
+        /// gives, repeated values included.
+        #[test]
+        fn quantile_matches_the_sorted_definition(
+            values in proptest::collection::vec(0u8..30, 1..200),
+            prob in 0.0f64..=1.0,
+        ) {
+            let mut x: Vec<f64> = values.iter().map(|&v| f64::from(v) / 3.0).collect();
+            let mut sorted = x.clone();
+            sorted.sort_by(f64::total_cmp);
+            let n = sorted.len();
+            let h = (n - 1) as f64 * prob;
+            let lo = h.floor() as usize;
+            let hi = (h.ceil() as usize).min(n - 1);
+            let expected = sorted[lo] + (h - lo as f64) * (sorted[hi] - sorted[lo]);
+            proptest::prop_assert_eq!(quantile(&mut x, prob).to_bits(), expected.to_bits());
+        }
     }
 }

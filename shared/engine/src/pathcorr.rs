@@ -57,27 +57,51 @@ fn walk_grid(start: f64, cap: f64, m: &[Vec<f64>], q: &[f64]) -> f64 {
     }
 }
 
-/// One Dirichlet draw. Shapes below 1 use Gamma(a + 1)·U^{1/a} in log space, so rows with
-/// tiny parameters (≈ 0.006 in CA CODE) neither underflow to zero nor lose their sum.
-pub fn dirichlet_draw<R: Rng + ?Sized>(alpha: &[f64], rng: &mut R, out: &mut [f64]) {
-    for (o, &a) in out.iter_mut().zip(alpha) {
-        *o = if a < 1.0 {
-            let g: f64 = Gamma::new(a + 1.0, 1.0).expect("shape > 0").sample(rng);
-            let u: f64 = StandardUniform.sample(rng);
-            g.ln() + u.ln() / a
-        } else {
-            let g: f64 = Gamma::new(a, 1.0).expect("shape > 0").sample(rng);
-            g.ln()
-        };
+/// `Dirichlet(α)` draws. Shapes below 1 use Gamma(a + 1)·U^{1/a} in log space, so rows with
+/// tiny parameters (≈ 0.006 in CA CODE) neither underflow to zero nor lose their sum. The
+/// gamma distributions are built once per row rather than once per variate (the same
+/// variates).
+struct DirichletDraw {
+    /// Per entry: the gamma distribution drawn, and the shape when it is below 1.
+    entries: Vec<(Gamma<f64>, Option<f64>)>,
+}
+
+impl DirichletDraw {
+    fn new(alpha: &[f64]) -> Option<Self> {
+        let entries = alpha
+            .iter()
+            .map(|&a| {
+                if !(a.is_finite() && a > 0.0) {
+                    return None;
+                }
+                let small = a < 1.0;
+                let gamma = Gamma::new(if small { a + 1.0 } else { a }, 1.0).ok()?;
+                Some((gamma, small.then_some(a)))
+            })
+            .collect::<Option<_>>()?;
+        Some(DirichletDraw { entries })
     }
-    let max = out.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    let mut sum = 0.0;
-    for o in out.iter_mut() {
-        *o = (*o - max).exp();
-        sum += *o;
-    }
-    for o in out.iter_mut() {
-        *o /= sum;
+
+    fn sample<R: Rng + ?Sized>(&self, rng: &mut R, out: &mut [f64]) {
+        for (o, (gamma, small)) in out.iter_mut().zip(&self.entries) {
+            let g: f64 = gamma.sample(rng);
+            *o = match small {
+                Some(a) => {
+                    let u: f64 = StandardUniform.sample(rng);
+                    g.ln() + u.ln() / a
+                }
+                None => g.ln(),
+            };
+        }
+        let max = out.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let mut sum = 0.0;
+        for o in out.iter_mut() {
+            *o = (*o - max).exp();
+            sum += *o;
+        }
+        for o in out.iter_mut() {
+            *o /= sum;
+        }
     }
 }
 
@@ -89,22 +113,21 @@ pub fn path_correct_dirichlet<R: Rng + ?Sized>(
     rng: &mut R,
 ) -> Result<PathCorrected, EngineError> {
     let n = alpha.len();
-    // draws[s][i] is row i of draw s; rows are drawn in order, each 1000 times, like R.
-    let mut draws = vec![vec![vec![0.0; n]; n]; PATH_DRAWS];
+    // Row i of draw s is draws[(s·n + i)·n ..][..n]; rows are drawn in order, each 1000
+    // times, like R.
+    let row_of = |s: usize, i: usize| (s * n + i) * n;
+    let mut draws = vec![0.0; PATH_DRAWS * n * n];
     for (i, row_alpha) in alpha.iter().enumerate() {
-        for draw in draws.iter_mut() {
-            dirichlet_draw(row_alpha, rng, &mut draw[i]);
+        let dirichlet = DirichletDraw::new(row_alpha).ok_or_else(|| {
+            EngineError::Sampler(format!(
+                "path correction: row {i} of the misclassification matrix has a parameter that \
+                 is not a positive number"
+            ))
+        })?;
+        for s in 0..PATH_DRAWS {
+            dirichlet.sample(rng, &mut draws[row_of(s, i)..][..n]);
         }
     }
-    let mean_of = |ds: &Vec<Vec<Vec<f64>>>| -> Vec<Vec<f64>> {
-        (0..n)
-            .map(|i| {
-                (0..n)
-                    .map(|j| ds.iter().map(|d| d[i][j]).sum::<f64>() / PATH_DRAWS as f64)
-                    .collect()
-            })
-            .collect()
-    };
     // R walks the grid with the mean of its 1000 draws, which estimates each row's prior mean
     // α_i/Σα_i; its λ therefore varies with R's unseeded random state (e.g. 0.28, 0.29 or 0.30
     // over 30 R seeds, reference/pathcorr_rseed.json). Walking with the exact mean gives the
@@ -120,17 +143,36 @@ pub fn path_correct_dirichlet<R: Rng + ?Sized>(
         .collect();
     let lambda = walk_grid(0.99, 0.99, &prior_mean, q);
 
-    let mixed: Vec<Vec<Vec<f64>>> = draws.iter().map(|d| mix(lambda, d)).collect();
-    let y_bar = mean_of(&mixed);
+    // λI + (1 − λ)·draw, in place: the refit uses only the mixed draws.
+    for s in 0..PATH_DRAWS {
+        for i in 0..n {
+            for (j, x) in draws[row_of(s, i)..][..n].iter_mut().enumerate() {
+                *x = if i == j { lambda } else { 0.0 } + (1.0 - lambda) * *x;
+            }
+        }
+    }
+    let mixed = &draws;
+    let y_bar: Vec<Vec<f64>> = (0..n)
+        .map(|i| {
+            (0..n)
+                .map(|j| {
+                    (0..PATH_DRAWS)
+                        .map(|s| mixed[row_of(s, i) + j])
+                        .sum::<f64>()
+                        / PATH_DRAWS as f64
+                })
+                .collect()
+        })
+        .collect();
     let mut block = vec![vec![0.0; n]; n];
     for i in 0..n {
         // The mean comes from the un-nudged draws, the likelihood from the nudged ones.
-        let target = -mixed
-            .iter()
-            .map(|d| {
-                let total: f64 = d[i].iter().map(|x| x + NUDGE).sum();
+        let target = -(0..PATH_DRAWS)
+            .map(|s| {
+                let row = &mixed[row_of(s, i)..][..n];
+                let total: f64 = row.iter().map(|x| x + NUDGE).sum();
                 (0..n)
-                    .map(|j| y_bar[i][j] * ((d[i][j] + NUDGE) / total).ln())
+                    .map(|j| y_bar[i][j] * ((row[j] + NUDGE) / total).ln())
                     .sum::<f64>()
             })
             .sum::<f64>()
@@ -190,10 +232,14 @@ mod tests {
     fn dirichlet_draws_with_tiny_parameters_are_probability_vectors() {
         let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(3);
         let mut out = [0.0; 3];
+        let dirichlet = DirichletDraw::new(&[0.006, 0.006, 5.0]).unwrap();
         for _ in 0..1000 {
-            dirichlet_draw(&[0.006, 0.006, 5.0], &mut rng, &mut out);
+            dirichlet.sample(&mut rng, &mut out);
             assert!(out.iter().all(|x| x.is_finite() && *x >= 0.0));
             assert!((out.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        }
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            assert!(DirichletDraw::new(&[1.0, bad]).is_none(), "{bad}");
         }
     }
 

@@ -10,7 +10,7 @@ use vacal_engine::gibbs::sample_gibbs;
 use vacal_engine::independence::{plan, sample_independence};
 use vacal_engine::mcmc::{McmcSettings, Samples};
 use vacal_engine::model::{AlgorithmTerm, Misclassification, ModelSpec};
-use vacal_engine::numeric::quantile_sorted;
+use vacal_engine::numeric::quantile;
 use vacal_engine::nuts::sample_nuts;
 
 fn f(v: &Value) -> f64 {
@@ -78,11 +78,11 @@ struct Summary {
     upper_mcse: Vec<f64>,
 }
 
-/// Monte Carlo standard error of the `prob` quantile of `sorted` draws with effective sample
-/// size `ess`: half the spread of the quantiles one binomial standard error either side.
-fn quantile_mcse(sorted: &[f64], prob: f64, ess: f64) -> f64 {
+/// Monte Carlo standard error of the `prob` quantile of `draws` with effective sample size
+/// `ess`: half the spread of the quantiles one binomial standard error either side.
+fn quantile_mcse(draws: &mut [f64], prob: f64, ess: f64) -> f64 {
     let se = (prob * (1.0 - prob) / ess).sqrt();
-    let at = |p: f64| quantile_sorted(sorted, p.clamp(0.0, 1.0));
+    let mut at = |p: f64| quantile(draws, p.clamp(0.0, 1.0));
     (at(prob + se) - at(prob - se)) / 2.0
 }
 
@@ -102,15 +102,14 @@ fn summary(samples: &Samples) -> Summary {
         let mut column: Vec<f64> = draws.iter().map(|d| d[j]).collect();
         let mean = column.iter().sum::<f64>() / column.len() as f64;
         let var = column.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / column.len() as f64;
-        column.sort_by(f64::total_cmp);
         s.mean.push(mean);
         s.mcse
             .push((var / diagnostics.per_coordinate[j].ess_bulk).sqrt());
         let ess = diagnostics.per_coordinate[j].ess_bulk;
-        s.lower.push(quantile_sorted(&column, 0.025));
-        s.upper.push(quantile_sorted(&column, 0.975));
-        s.lower_mcse.push(quantile_mcse(&column, 0.025, ess));
-        s.upper_mcse.push(quantile_mcse(&column, 0.975, ess));
+        s.lower.push(quantile(&mut column, 0.025));
+        s.upper.push(quantile(&mut column, 0.975));
+        s.lower_mcse.push(quantile_mcse(&mut column, 0.025, ess));
+        s.upper_mcse.push(quantile_mcse(&mut column, 0.975, ess));
     }
     s
 }
