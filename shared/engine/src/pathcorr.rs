@@ -22,13 +22,19 @@ pub struct PathCorrected {
     pub block: Vec<Vec<f64>>,
 }
 
+/// Entry (i, j) of `λI + (1 − λ)m`, given `m[i][j]`.
+fn mix_entry(lambda: f64, i: usize, j: usize, x: f64) -> f64 {
+    let diagonal = if i == j { lambda } else { 0.0 };
+    diagonal + (1.0 - lambda) * x
+}
+
 fn mix(lambda: f64, m: &[Vec<f64>]) -> Vec<Vec<f64>> {
     m.iter()
         .enumerate()
         .map(|(i, row)| {
             row.iter()
                 .enumerate()
-                .map(|(j, x)| if i == j { lambda } else { 0.0 } + (1.0 - lambda) * x)
+                .map(|(j, &x)| mix_entry(lambda, i, j, x))
                 .collect()
         })
         .collect()
@@ -121,7 +127,7 @@ pub fn path_correct_dirichlet<R: Rng + ?Sized>(
         let dirichlet = DirichletDraw::new(row_alpha).ok_or_else(|| {
             EngineError::Sampler(format!(
                 "path correction: row {i} of the misclassification matrix has a parameter that \
-                 is not a positive number"
+                 is not a positive finite number"
             ))
         })?;
         for s in 0..PATH_DRAWS {
@@ -147,7 +153,7 @@ pub fn path_correct_dirichlet<R: Rng + ?Sized>(
     for s in 0..PATH_DRAWS {
         for i in 0..n {
             for (j, x) in draws[row_of(s, i)..][..n].iter_mut().enumerate() {
-                *x = if i == j { lambda } else { 0.0 } + (1.0 - lambda) * *x;
+                *x = mix_entry(lambda, i, j, *x);
             }
         }
     }
