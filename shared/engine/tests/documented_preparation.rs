@@ -4,7 +4,7 @@
 //! from the document (its worked counts) or from its rules applied here to the stored data.
 
 use serde_json::{json, Value};
-use vacal_engine::data::{stored_matrix, AgeGroup, StoredKind};
+use vacal_engine::data::{stored_matrix, AgeGroup, StoredKind, COUNTRIES, STORED_ALGORITHMS};
 use vacal_engine::prepare::{prepare, Prepared};
 use vacal_engine::{calibrate, result_json, CalibrationRequest, NoProgress};
 
@@ -27,18 +27,6 @@ const CHILD: [&str; 9] = [
     "other_infections",
     "nn_causes",
 ];
-const ALGORITHMS: [&str; 3] = ["eava", "insilicova", "interva"];
-const COUNTRIES: [&str; 8] = [
-    "Bangladesh",
-    "Ethiopia",
-    "Kenya",
-    "Mali",
-    "Mozambique",
-    "Sierra Leone",
-    "South Africa",
-    "other",
-];
-
 fn prepared(body: Value) -> Prepared {
     prepare(&CalibrationRequest::from_json(&body).expect("valid request")).expect("prepares")
 }
@@ -219,8 +207,8 @@ fn a_study_with_fewer_causes_works_on_the_cut_matrix() {
 fn screening_follows_the_column_range_rule_on_every_stored_matrix() {
     for group in ["neonate", "child"] {
         let causes: &[&str] = if group == "child" { &CHILD } else { &NEONATE };
-        for algorithm in ALGORITHMS {
-            for country in COUNTRIES {
+        for algorithm in STORED_ALGORITHMS {
+            for country in COUNTRIES.into_iter().chain(["other"]) {
                 for (mmat_type, kind) in [
                     ("prior", StoredKind::Dirichlet),
                     ("fixed", StoredKind::PosteriorMean),

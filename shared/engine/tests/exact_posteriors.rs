@@ -143,6 +143,42 @@ fn mcmc(sampler: &str) -> Value {
     json!({"n_mcmc": 8000, "n_burn": 2000, "n_thin": thin, "seed": 5, "sampler": sampler})
 }
 
+/// Fits causes a, b and `other` (not calibrated by default) with 20, 80 and 300 deaths,
+/// without path correction, so η takes its default of 4, with every sampler, and compares r
+/// with `exact`; `other_scaling` is the posterior under the other type's prior of p.
+fn assert_three_cause_fits(
+    mmat_type: &str,
+    matrix: [[f64; 3]; 3],
+    exact: &Posterior,
+    other_scaling: &Posterior,
+) {
+    assert!(
+        (exact.mean - other_scaling.mean).abs() > 0.012,
+        "the test can tell the priors apart"
+    );
+    for sampler in SAMPLERS {
+        let result = run(&json!({
+            "va_data": {"x": {"a": 20, "b": 80, "other": 300}}, "mmat_type": mmat_type,
+            "path_correction": false,
+            "missmat": {"x": {"causes": ["a", "b", "other"], "matrix": matrix}},
+            "mcmc": mcmc(sampler),
+        }));
+        assert_eq!(result["settings"]["pshrink_strength"], 4.0);
+        assert_eq!(result["lambda"]["x"], 0.0);
+        assert_eq!(result["calibrated_causes"]["x"], json!([true, true, false]));
+        let calibrated = &result["calibrated"]["x"];
+        for bound in ["mean", "lower_ci", "upper_ci"] {
+            assert_eq!(calibrated[bound][2], 0.75, "{bound} of the excluded cause");
+        }
+        assert_close_to(
+            &result,
+            "x",
+            exact,
+            &format!("{mmat_type}, η = 4, {sampler}"),
+        );
+    }
+}
+
 const SAMPLERS: [&str; 3] = ["auto", "nuts", "gibbs"];
 
 /// §6.2: the fixed grid walks down from 1.00; with q = (0.25, 0.75) and this matrix, the
@@ -205,26 +241,7 @@ fn a_fixed_fit_without_path_correction_uses_one_plus_s_eta_q() {
         (1.0 + 3.0 * eta * 0.05, 1.0 + 3.0 * eta * 0.2),
         &[(over_s, 20.0, 80.0)],
     );
-    assert!(
-        (exact.mean - other_scaling.mean).abs() > 0.012,
-        "the test can tell the priors apart"
-    );
-    for sampler in SAMPLERS {
-        let result = run(&json!({
-            "va_data": {"x": {"a": 20, "b": 80, "other": 300}}, "mmat_type": "fixed",
-            "path_correction": false,
-            "missmat": {"x": {"causes": ["a", "b", "other"], "matrix": matrix}},
-            "mcmc": mcmc(sampler),
-        }));
-        assert_eq!(result["settings"]["pshrink_strength"], 4.0);
-        assert_eq!(result["lambda"]["x"], 0.0);
-        assert_eq!(result["calibrated_causes"]["x"], json!([true, true, false]));
-        let calibrated = &result["calibrated"]["x"];
-        for bound in ["mean", "lower_ci", "upper_ci"] {
-            assert_eq!(calibrated[bound][2], 0.75, "{bound} of the excluded cause");
-        }
-        assert_close_to(&result, "x", &exact, &format!("fixed, η = 4, {sampler}"));
-    }
+    assert_three_cause_fits("fixed", matrix, &exact, &other_scaling);
 }
 
 /// §7.1: a prior single fit gives r = p_S / Σ p_S the prior Dirichlet((1 + C·η·p0)_S), with
@@ -237,20 +254,7 @@ fn a_prior_fit_without_path_correction_uses_one_plus_c_eta_p0() {
     let prior = (1.0 + c * eta * p0[0], 1.0 + c * eta * p0[1]);
     let exact = prior_posterior(prior, (40.0, 8.0), (10.0, 38.0), (20.0, 80.0));
     let other_scaling = prior_posterior((2.6, 7.4), (40.0, 8.0), (10.0, 38.0), (20.0, 80.0));
-    assert!(
-        (exact.mean - other_scaling.mean).abs() > 0.012,
-        "the test can tell the priors apart"
-    );
-    for sampler in SAMPLERS {
-        let result = run(&json!({
-            "va_data": {"x": {"a": 20, "b": 80, "other": 300}}, "mmat_type": "prior",
-            "path_correction": false,
-            "missmat": {"x": {"causes": ["a", "b", "other"], "matrix": alpha}},
-            "mcmc": mcmc(sampler),
-        }));
-        assert_eq!(result["settings"]["pshrink_strength"], 4.0);
-        assert_close_to(&result, "x", &exact, &format!("prior, η = 4, {sampler}"));
-    }
+    assert_three_cause_fits("prior", alpha, &exact, &other_scaling);
 }
 
 /// §9: the fixed ensemble samples p over S_ens with the prior Dirichlet(1 + |S_ens|·η·q_ens),
