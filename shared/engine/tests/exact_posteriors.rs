@@ -253,6 +253,7 @@ fn a_prior_fit_without_path_correction_uses_one_plus_c_eta_p0() {
     let (eta, c, p0) = (4.0, 3.0, [0.05, 0.2]);
     let prior = (1.0 + c * eta * p0[0], 1.0 + c * eta * p0[1]);
     let exact = prior_posterior(prior, (40.0, 8.0), (10.0, 38.0), (20.0, 80.0));
+    // The fixed type's scaling, 1 + |S|·η·q with q = (0.2, 0.8).
     let other_scaling = prior_posterior((2.6, 7.4), (40.0, 8.0), (10.0, 38.0), (20.0, 80.0));
     assert_three_cause_fits("prior", alpha, &exact, &other_scaling);
 }
