@@ -41,4 +41,30 @@ impl ModelSpec {
     pub fn dim(&self) -> usize {
         self.p_prior.len()
     }
+
+    /// The same posterior with the causes relabelled: cause `order[k]` of `self` is cause `k` of
+    /// the result. `order` is a permutation of `0..dim()`, and every vector and matrix of the
+    /// spec has length `dim()`.
+    pub fn relabelled(&self, order: &[usize]) -> ModelSpec {
+        let pick = |v: &[f64]| -> Vec<f64> { order.iter().map(|&j| v[j]).collect() };
+        let pick_matrix =
+            |m: &[Vec<f64>]| -> Vec<Vec<f64>> { order.iter().map(|&i| pick(&m[i])).collect() };
+        ModelSpec {
+            p_prior: pick(&self.p_prior),
+            terms: self
+                .terms
+                .iter()
+                .map(|t| AlgorithmTerm {
+                    counts: pick(&t.counts),
+                    calibrated: order.iter().map(|&j| t.calibrated[j]).collect(),
+                    misclassification: match &t.misclassification {
+                        Misclassification::Dirichlet(m) => {
+                            Misclassification::Dirichlet(pick_matrix(m))
+                        }
+                        Misclassification::Fixed(m) => Misclassification::Fixed(pick_matrix(m)),
+                    },
+                })
+                .collect(),
+        }
+    }
 }
