@@ -136,7 +136,7 @@ fn run(
 /// deaths over all terms, so the largest causes come last (ties keep their order). The
 /// transform is not symmetric: each stick is a share of what the earlier ones left, so a large
 /// cause early makes every later coordinate move with it. Over 18 fits and 8 seeds each this
-/// order gave 1.17 times the min bulk ESS (geometric mean), and 1.27–1.70 times on the child
+/// order gave 1.17 times the min bulk ESS (geometric mean), and 1.24–1.58 times on the child
 /// ensembles (BENCHMARKS.md, "Causes in ascending order for NUTS").
 fn stick_order(spec: &ModelSpec) -> Vec<usize> {
     let deaths = |j: usize| -> f64 { spec.terms.iter().map(|t| t.counts[j]).sum() };
