@@ -122,12 +122,12 @@ fn run(
         run_chain(&plan, &posterior, c, stop)?.ok_or(SamplerError::Cancelled)
     })?;
     let (mut draws, stats): (Vec<ChainDraws>, _) = chains.into_iter().unzip();
+    let mut restored = vec![0.0; order.len()];
     for draw in draws.iter_mut().flat_map(|c| c.draws.iter_mut()) {
-        let mut restored = vec![0.0; draw.len()];
         for (k, &cause) in order.iter().enumerate() {
             restored[cause] = draw[k];
         }
-        *draw = restored;
+        draw.copy_from_slice(&restored);
     }
     Ok((Samples { chains: draws }, stats))
 }

@@ -3,10 +3,15 @@
 //! of every stored matrix, countries, and donotcalib given by CHAMPS cause. Expected values come
 //! from the document (its worked counts) or from its rules applied here to the stored data.
 
+mod common;
+
+use common::result_of;
 use serde_json::{json, Value};
-use vacal_engine::data::{stored_matrix, AgeGroup, StoredKind, COUNTRIES, STORED_ALGORITHMS};
+use vacal_engine::data::{
+    stored_matrix, AgeGroup, StoredKind, StoredMatrix, COUNTRIES, STORED_ALGORITHMS,
+};
 use vacal_engine::prepare::{prepare, Prepared};
-use vacal_engine::{calibrate, result_json, CalibrationRequest, NoProgress};
+use vacal_engine::CalibrationRequest;
 
 const NEONATE: [&str; 6] = [
     "congenital_malformation",
@@ -27,8 +32,15 @@ const CHILD: [&str; 9] = [
     "other_infections",
     "nn_causes",
 ];
+
 fn prepared(body: Value) -> Prepared {
     prepare(&CalibrationRequest::from_json(&body).expect("valid request")).expect("prepares")
+}
+
+/// Entry (row, col) of a stored matrix, by cause name.
+fn stored_entry(stored: &StoredMatrix, row: &str, col: &str) -> f64 {
+    let at = |c: &str| stored.row_causes.iter().position(|s| s == c).unwrap();
+    stored.values[at(row)][at(col)]
 }
 
 fn age_group(name: &str) -> AgeGroup {
@@ -152,10 +164,9 @@ fn indicator_matrices_and_count_vectors_agree_and_follow_the_first_algorithms_or
         StoredKind::Dirichlet,
     )
     .unwrap();
-    let at = |c: &str| stored.row_causes.iter().position(|s| s == c).unwrap();
     for (i, row) in first_order.iter().enumerate() {
         for (j, col) in first_order.iter().enumerate() {
-            assert_eq!(p.mmat_study[1][i][j], stored.values[at(row)][at(col)]);
+            assert_eq!(p.mmat_study[1][i][j], stored_entry(stored, row, col));
         }
     }
 }
@@ -177,11 +188,10 @@ fn a_study_with_fewer_causes_works_on_the_cut_matrix() {
         }));
         assert_eq!(p.causes, study);
         let stored = stored_matrix(AgeGroup::Neonate, "eava", "Kenya", kind).unwrap();
-        let at = |c: &str| stored.row_causes.iter().position(|s| s == c).unwrap();
         for (i, row) in study.iter().enumerate() {
             let cut: Vec<f64> = study
                 .iter()
-                .map(|col| stored.values[at(row)][at(col)])
+                .map(|col| stored_entry(stored, row, col))
                 .collect();
             let sum: f64 = cut.iter().sum();
             for (j, want) in cut.iter().enumerate() {
@@ -299,7 +309,6 @@ fn donotcalib_by_champs_cause_excludes_the_study_causes_mapped_to_it() {
         [false, false, false, false, true, true]
     );
     let stored = stored_matrix(AgeGroup::Neonate, "eava", "Mali", StoredKind::Dirichlet).unwrap();
-    let at = |c: &str| stored.row_causes.iter().position(|s| s == c).unwrap();
     let champs = [
         "pneumonia",
         "sepsis_meningitis_inf",
@@ -316,7 +325,7 @@ fn donotcalib_by_champs_cause_excludes_the_study_causes_mapped_to_it() {
         "other",
     ];
     for (s, row) in champs.iter().enumerate() {
-        let concentration: f64 = used.iter().map(|col| stored.values[at(row)][at(col)]).sum();
+        let concentration: f64 = used.iter().map(|col| stored_entry(stored, row, col)).sum();
         let got: f64 = p.mmat_study[0][s].iter().sum();
         assert!(
             (got - concentration).abs() < 1e-12 * concentration,
@@ -334,8 +343,7 @@ fn an_algorithm_with_one_calibrated_cause_keeps_its_observed_csmf() {
         "donotcalib": {"eava": ["congenital_malformation", "pneumonia", "sepsis_meningitis_inf", "ipre", "other"]},
         "donotcalib_type": "fixed",
     });
-    let request = CalibrationRequest::from_json(&body).unwrap();
-    let result = result_json(&request, &calibrate(&request, &NoProgress).unwrap());
+    let result = result_of(&body);
     let observed = [44., 168., 267., 268., 29., 164.];
     let shares: Vec<f64> = observed.iter().map(|x| x / 940.0).collect();
     for bound in ["mean", "lower_ci", "upper_ci"] {

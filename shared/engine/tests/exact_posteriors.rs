@@ -5,20 +5,16 @@
 //! so a wrong p0 scaling (C·η·p0 against |S|·η·q) moves the sampled mean several Monte Carlo
 //! errors away from it.
 
-use serde_json::{json, Value};
-use vacal_engine::{calibrate, result_json, CalibrationRequest, NoProgress};
+mod common;
 
-fn run(body: &Value) -> Value {
-    let request = CalibrationRequest::from_json(body).expect("valid request");
-    let calibration = calibrate(&request, &NoProgress).expect("calibrates");
-    result_json(&request, &calibration)
-}
+use common::result_of;
+use serde_json::{json, Value};
 
 fn numbers(v: &Value) -> Vec<f64> {
     serde_json::from_value(v.clone()).expect("array of numbers")
 }
 
-/// Mean and type-7-like 2.5 % / 97.5 % quantiles of a density given on midpoints of (0, 1).
+/// Mean and 2.5 % / 97.5 % quantiles of a density given on midpoints of (0, 1).
 struct Posterior {
     mean: f64,
     lower: f64,
@@ -157,7 +153,7 @@ fn assert_three_cause_fits(
         "the test can tell the priors apart"
     );
     for sampler in SAMPLERS {
-        let result = run(&json!({
+        let result = result_of(&json!({
             "va_data": {"x": {"a": 20, "b": 80, "other": 300}}, "mmat_type": mmat_type,
             "path_correction": false,
             "missmat": {"x": {"causes": ["a", "b", "other"], "matrix": matrix}},
@@ -199,7 +195,7 @@ fn fixed_path_correction_lands_on_the_hand_computed_lambda_and_the_exact_posteri
         "the test can tell λ apart"
     );
     for sampler in SAMPLERS {
-        let result = run(&json!({
+        let result = result_of(&json!({
             "va_data": {"x": {"a": 25, "b": 75}}, "mmat_type": "fixed",
             "missmat": {"x": {"causes": ["a", "b"], "matrix": b}},
             "mcmc": mcmc(sampler),
@@ -286,7 +282,7 @@ fn the_fixed_ensemble_pools_the_deaths_and_multiplies_the_likelihoods() {
         (exact.mean - first_alone.mean).abs() > 0.1,
         "the ensemble differs from one algorithm"
     );
-    let result = run(&json!({
+    let result = result_of(&json!({
         "va_data": {"x": {"a": 20, "b": 80, "other": 300}, "y": {"a": 50, "b": 50, "other": 200}},
         "mmat_type": "fixed", "path_correction": false,
         "missmat": {
@@ -325,7 +321,7 @@ fn lambda_is_capped_at_0_99_for_prior_matrices_only() {
         ("prior", json!([[40, 10], [15, 35]]), 0.99),
         ("fixed", json!([[0.8, 0.2], [0.3, 0.7]]), 1.0),
     ] {
-        let result = run(&json!({
+        let result = result_of(&json!({
             "va_data": {"x": {"a": 0, "b": 100}}, "mmat_type": mmat_type,
             "missmat": {"x": {"causes": ["a", "b"], "matrix": matrix}},
             "mcmc": {"n_mcmc": 400, "n_burn": 400},
@@ -340,7 +336,7 @@ fn lambda_is_capped_at_0_99_for_prior_matrices_only() {
 #[test]
 fn path_correction_overrides_the_shrinkage_strength() {
     for (path_correction, want) in [(true, 0.0), (false, 10.0)] {
-        let result = run(&json!({
+        let result = result_of(&json!({
             "va_data": {"x": {"a": 25, "b": 75}}, "mmat_type": "fixed",
             "missmat": {"x": {"causes": ["a", "b"], "matrix": [[0.8, 0.2], [0.3, 0.7]]}},
             "path_correction": path_correction, "pshrink_strength": 10.0,
