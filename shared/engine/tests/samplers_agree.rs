@@ -1,6 +1,7 @@
 //! NUTS, the data-augmentation Gibbs sampler and the independence sampler target the same
 //! posterior: on the exact inputs of reference runs (R's own Mmat_tomodel, counts and prior),
-//! their summaries agree within Monte Carlo error.
+//! their summaries agree within Monte Carlo error, and where R's own long Stan runs on the same
+//! inputs exist they reproduce those at a few thousandths, far inside the parity tolerances.
 
 mod common;
 
@@ -221,4 +222,107 @@ fn the_pilot_declines_the_independence_sampler_without_path_correction() {
         plan(&model_of("neonate_eava_mozambique_nopathcorr__r1_s1"), 5),
         None
     );
+}
+
+/// One of R's long Stan runs in `gibbs_vs_stan.json` (one chain of 40,000 draws on the exact
+/// inputs of a reference run): its summaries `{"postmean" | "lowcredI" | "upcredI": {cause:
+/// value}}` on the full cause scale, and per summary the largest difference between two long
+/// runs with different Stan seeds.
+fn long_stan_run(case: &str) -> (Value, Value) {
+    let file = common::reference::fixtures_dir().join("gibbs_vs_stan.json");
+    let all: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    let run = &all["long_runs"][case];
+    assert_eq!(run["same_Mmat_tomodel_as_reference"], true, "{case}");
+    assert_eq!(run["long_stan_nMCMC"], 40000, "{case}");
+    let rows = run["rows"].as_object().unwrap();
+    assert_eq!(rows.len(), 1, "{case}: one algorithm");
+    let seed_spread = &all["long_stan_seed_to_seed_max_abs_diff"]["neonate_insilicova_mozambique"];
+    (rows.values().next().unwrap().clone(), seed_spread.clone())
+}
+
+/// Compares summaries of draws over the calibrated causes of reference run `fixture` (in the
+/// order of [`model_of`]) with R's long Stan run `case` on the same inputs. The draws are
+/// rescaled as R does (§8.1: a calibrated cause's share times the uncalibrated mass `D` of the
+/// calibrated set). Tolerance per value: twice the largest difference between two long Stan
+/// runs with different seeds, plus four Monte Carlo standard errors of ours.
+fn assert_matches_long_stan(case: &str, fixture: &str, sampler: &str, ours: &Summary) {
+    let (stan, seed_spread) = long_stan_run(case);
+    let run = common::reference::reference_runs()
+        .into_iter()
+        .find(|(name, _)| name == fixture)
+        .expect("reference case exists")
+        .1;
+    let out = &run["outputs"];
+    let algorithm = out["algorithms"][0].as_str().unwrap();
+    let calibrated: Vec<&str> = out["causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .filter(|c| !out["donotcalib_tomodel"][algorithm][*c].as_bool().unwrap())
+        .collect();
+    assert_eq!(
+        calibrated.len(),
+        ours.mean.len(),
+        "{case}: one summary per calibrated cause"
+    );
+    let mass: f64 = calibrated
+        .iter()
+        .map(|c| f(&out["p_uncalib"][algorithm][*c]))
+        .sum();
+    for (what, values, errors) in [
+        ("postmean", &ours.mean, &ours.mcse),
+        ("lowcredI", &ours.lower, &ours.lower_mcse),
+        ("upcredI", &ours.upper, &ours.upper_mcse),
+    ] {
+        for (pos, cause) in calibrated.iter().enumerate() {
+            let got = mass * values[pos];
+            let want = f(&stan[what]["long_stan"][*cause]);
+            let tolerance = 2.0 * f(&seed_spread[what]) + 4.0 * mass * errors[pos];
+            assert!(
+                (got - want).abs() <= tolerance,
+                "{case}, {sampler}, {what} of {cause}: {got} against long Stan's {want} (±{tolerance})"
+            );
+        }
+    }
+}
+
+/// NUTS and the independence sampler (what `auto` picks for path-corrected single fits)
+/// reproduce R's long Stan runs on the exact same inputs, far inside the parity tolerances.
+#[test]
+fn single_fits_match_long_stan_runs_on_the_same_inputs() {
+    let never = || false;
+    for (case, fixture) in [
+        (
+            "neonate_interva_mozambique",
+            "neonate_interva_mozambique__r1_s1",
+        ),
+        (
+            "neonate_insilicova_mozambique",
+            "neonate_insilicova_mozambique__r1_s1",
+        ),
+        ("toy_custom_prior", "toy_custom_prior__r1_s1"),
+    ] {
+        let spec = model_of(fixture);
+        let plan = plan(&spec, 21).expect("the pilot accepts a path-corrected model");
+        let independence = sample_independence(&spec, &settings(500, 10000, 1, 22), plan, &never);
+        let nuts = sample_nuts(&spec, &settings(1000, 10000, 1, 23), &never);
+        assert_matches_long_stan(
+            case,
+            fixture,
+            "independence",
+            &summary(&independence.unwrap()),
+        );
+        assert_matches_long_stan(case, fixture, "NUTS", &summary(&nuts.unwrap()));
+    }
+}
+
+/// The Gibbs sampler (what `auto` picks for the ε-expanded CA CODE matrix, where NUTS does not
+/// converge) reproduces R's long Stan run on the same inputs.
+#[test]
+fn gibbs_matches_the_long_stan_run_on_ca_code_inputs() {
+    let fixture = "cacode_bangladesh_eava_counts__r1_s1";
+    let gibbs = sample_gibbs(&model_of(fixture), &settings(2500, 5000, 25, 24), &|| false);
+    let case = "cacode_bangladesh_eava_counts";
+    assert_matches_long_stan(case, fixture, "Gibbs", &summary(&gibbs.unwrap()));
 }
