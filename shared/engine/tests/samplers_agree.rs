@@ -1,7 +1,8 @@
 //! NUTS, the data-augmentation Gibbs sampler and the independence sampler target the same
 //! posterior: on the exact inputs of reference runs (R's own Mmat_tomodel, counts and prior),
 //! their summaries agree within Monte Carlo error, and where R's own long Stan runs on the same
-//! inputs exist they reproduce those at a few thousandths, far inside the parity tolerances.
+//! inputs exist they reproduce those at a few thousandths, far inside the parity tolerances;
+//! NUTS on R's ensemble inputs reproduces R's ensemble summaries within Monte Carlo error.
 
 mod common;
 
@@ -20,11 +21,7 @@ fn f(v: &Value) -> f64 {
 
 /// The single-algorithm model R fitted in a reference run: r over the calibrated causes.
 fn model_of(case: &str) -> ModelSpec {
-    let run = common::reference::reference_runs()
-        .into_iter()
-        .find(|(name, _)| name == case)
-        .expect("reference case exists")
-        .1;
+    let run = common::reference::reference_run(case);
     let out = &run["outputs"];
     let algorithm = out["algorithms"][0].as_str().unwrap();
     let causes: Vec<&str> = out["causes"]
@@ -247,11 +244,7 @@ fn long_stan_run(case: &str) -> (Value, Value) {
 /// runs with different seeds, plus four Monte Carlo standard errors of ours.
 fn assert_matches_long_stan(case: &str, fixture: &str, sampler: &str, ours: &Summary) {
     let (stan, seed_spread) = long_stan_run(case);
-    let run = common::reference::reference_runs()
-        .into_iter()
-        .find(|(name, _)| name == fixture)
-        .expect("reference case exists")
-        .1;
+    let run = common::reference::reference_run(fixture);
     let out = &run["outputs"];
     let algorithm = out["algorithms"][0].as_str().unwrap();
     let calibrated: Vec<&str> = out["causes"]
@@ -325,4 +318,139 @@ fn gibbs_matches_the_long_stan_run_on_ca_code_inputs() {
     let gibbs = sample_gibbs(&model_of(fixture), &settings(2500, 5000, 25, 24), &|| false);
     let case = "cacode_bangladesh_eava_counts";
     assert_matches_long_stan(case, fixture, "Gibbs", &summary(&gibbs.unwrap()));
+}
+
+/// About the smallest chain-order min bulk ESS of Stan's ensemble fit on the neonatal reference
+/// inputs (1,305 over three Stan seeds, BENCHMARKS.md "ESS: R's figure and Stan's own"): the
+/// Monte Carlo error of R's recorded ensemble summaries is taken at this ESS.
+const STAN_ENSEMBLE_ESS: f64 = 1300.0;
+
+/// The prior-type ensemble model R fitted in a reference run, from its recorded inputs to Stan:
+/// p over every cause, and each algorithm's counts, calibrated set and `Mmat_tomodel`.
+fn ensemble_model_of(run: &Value) -> ModelSpec {
+    let out = &run["outputs"];
+    let causes: Vec<&str> = out["causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    let n = causes.len() as f64;
+    let eta = f(&out["pshrink_strength_used"]);
+    let pooled = &out["p_uncalib"]["ensemble"];
+    ModelSpec {
+        p_prior: causes
+            .iter()
+            .map(|c| 1.0 + n * eta * f(&pooled[*c]))
+            .collect(),
+        terms: out["algorithms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                let a = a.as_str().unwrap();
+                // R's NA rows (uncalibrated causes) are not read: any positive value will do.
+                let alpha = |i: &str, j: &str| out["Mmat_tomodel"][a][i][j].as_f64().unwrap_or(1.0);
+                AlgorithmTerm {
+                    counts: causes
+                        .iter()
+                        .map(|c| f(&out["va_deaths_uncalib"][a][*c]))
+                        .collect(),
+                    calibrated: causes
+                        .iter()
+                        .map(|c| !out["donotcalib_tomodel"][a][*c].as_bool().unwrap())
+                        .collect(),
+                    misclassification: Misclassification::Dirichlet(
+                        causes
+                            .iter()
+                            .map(|i| causes.iter().map(|j| alpha(i, j)).collect())
+                            .collect(),
+                    ),
+                }
+            })
+            .collect(),
+    }
+}
+
+/// NUTS on R's own ensemble inputs reproduces R's recorded ensemble summaries within four
+/// combined Monte Carlo errors (ours, and Stan's at its chain-order ESS), and so checks the
+/// ensemble model (pooled prior, one likelihood per algorithm, per-algorithm calibrated sets)
+/// far inside the parity tolerances.
+#[test]
+fn nuts_matches_r_ensembles_on_the_same_inputs() {
+    let never = || false;
+    for case in [
+        "neonate_ensemble_mozambique__r1_s1",
+        "neonate_ensemble_mozambique__r2_s2",
+        "neonate_ensemble_mozambique_mixed_donotcalib__r1_s1",
+    ] {
+        let run = common::reference::reference_run(case);
+        let out = &run["outputs"];
+        let causes: Vec<&str> = out["causes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        let in_s: Vec<bool> = causes
+            .iter()
+            .map(|c| !out["donotcalib_tomodel"]["ensemble"][*c].as_bool().unwrap())
+            .collect();
+        let mass: f64 = (0..causes.len())
+            .filter(|&j| in_s[j])
+            .map(|j| f(&out["p_uncalib"]["ensemble"][causes[j]]))
+            .sum();
+        let mut samples = sample_nuts(
+            &ensemble_model_of(&run),
+            &settings(1000, 5000, 1, 31),
+            &never,
+        )
+        .unwrap();
+        // §8.1: the calibrated causes' shares of the calibrated set, times its uncalibrated mass.
+        for draw in samples.chains.iter_mut().flat_map(|c| c.draws.iter_mut()) {
+            let total: f64 = (0..causes.len())
+                .filter(|&j| in_s[j])
+                .map(|j| draw[j])
+                .sum();
+            *draw = (0..causes.len())
+                .filter(|&j| in_s[j])
+                .map(|j| mass * draw[j] / total)
+                .collect();
+        }
+        let ours = summary(&samples);
+        let draws: Vec<&Vec<f64>> = samples.chains.iter().flat_map(|c| &c.draws).collect();
+        let want = &out["pcalib_postsumm"]["ensemble"];
+        for (pos, cause) in causes
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| in_s[*j])
+            .map(|(_, c)| c)
+            .enumerate()
+        {
+            let mut column: Vec<f64> = draws.iter().map(|d| d[pos]).collect();
+            let mean = ours.mean[pos];
+            let sd = (column.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / column.len() as f64)
+                .sqrt();
+            let stan_errors = [
+                sd / STAN_ENSEMBLE_ESS.sqrt(),
+                quantile_mcse(&mut column, 0.025, STAN_ENSEMBLE_ESS),
+                quantile_mcse(&mut column, 0.975, STAN_ENSEMBLE_ESS),
+            ];
+            for (k, (what, got, error)) in [
+                ("postmean", mean, ours.mcse[pos]),
+                ("lowcredI", ours.lower[pos], ours.lower_mcse[pos]),
+                ("upcredI", ours.upper[pos], ours.upper_mcse[pos]),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let r = f(&want[what][*cause]);
+                let tolerance = 4.0 * error.hypot(stan_errors[k]);
+                assert!(
+                    (got - r).abs() <= tolerance,
+                    "{case}, {what} of {cause}: {got} against R's {r} (±{tolerance})"
+                );
+            }
+        }
+    }
 }

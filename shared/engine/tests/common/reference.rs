@@ -28,6 +28,13 @@ pub fn reference_runs() -> Vec<(String, Value)> {
     runs
 }
 
+/// The reference run with file stem `name`.
+pub fn reference_run(name: &str) -> Value {
+    let path = fixtures_dir().join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    serde_json::from_str(&text).expect("fixture is JSON")
+}
+
 fn va_input(spec: &Value) -> Value {
     match spec["kind"].as_str().expect("va_data kind") {
         "ccva_output_reference" => json!("use_example"),
