@@ -19,22 +19,28 @@ fn f(v: &Value) -> f64 {
     v.as_f64().expect("number")
 }
 
+/// The causes of a reference run's `outputs`, in R's order.
+fn causes_of(out: &Value) -> Vec<&str> {
+    let causes = out["causes"].as_array().unwrap();
+    causes.iter().map(|c| c.as_str().unwrap()).collect()
+}
+
+/// The causes R calibrated in `row` (an algorithm or `ensemble`), in R's order.
+fn calibrated_in<'a>(out: &'a Value, row: &str) -> Vec<&'a str> {
+    let excluded = |c: &str| out["donotcalib_tomodel"][row][c].as_bool().unwrap();
+    causes_of(out)
+        .into_iter()
+        .filter(|c| !excluded(c))
+        .collect()
+}
+
 /// The single-algorithm model R fitted in a reference run: r over the calibrated causes.
 fn model_of(case: &str) -> ModelSpec {
     let run = common::reference::reference_run(case);
     let out = &run["outputs"];
     let algorithm = out["algorithms"][0].as_str().unwrap();
-    let causes: Vec<&str> = out["causes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_str().unwrap())
-        .collect();
-    let s: Vec<&str> = causes
-        .iter()
-        .copied()
-        .filter(|c| !out["donotcalib_tomodel"][algorithm][*c].as_bool().unwrap())
-        .collect();
+    let causes = causes_of(out);
+    let s = calibrated_in(out, algorithm);
     let eta = f(&out["pshrink_strength_used"]);
     let n = causes.len() as f64;
     let fixed = run["inputs"]["missmat_type"] == "fixed";
@@ -247,13 +253,7 @@ fn assert_matches_long_stan(case: &str, fixture: &str, sampler: &str, ours: &Sum
     let run = common::reference::reference_run(fixture);
     let out = &run["outputs"];
     let algorithm = out["algorithms"][0].as_str().unwrap();
-    let calibrated: Vec<&str> = out["causes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_str().unwrap())
-        .filter(|c| !out["donotcalib_tomodel"][algorithm][*c].as_bool().unwrap())
-        .collect();
+    let calibrated = calibrated_in(out, algorithm);
     assert_eq!(
         calibrated.len(),
         ours.mean.len(),
@@ -329,12 +329,7 @@ const STAN_ENSEMBLE_ESS: f64 = 1300.0;
 /// p over every cause, and each algorithm's counts, calibrated set and `Mmat_tomodel`.
 fn ensemble_model_of(run: &Value) -> ModelSpec {
     let out = &run["outputs"];
-    let causes: Vec<&str> = out["causes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_str().unwrap())
-        .collect();
+    let causes = causes_of(out);
     let n = causes.len() as f64;
     let eta = f(&out["pshrink_strength_used"]);
     let pooled = &out["p_uncalib"]["ensemble"];
@@ -386,19 +381,15 @@ fn nuts_matches_r_ensembles_on_the_same_inputs() {
     ] {
         let run = common::reference::reference_run(case);
         let out = &run["outputs"];
-        let causes: Vec<&str> = out["causes"]
-            .as_array()
-            .unwrap()
+        let causes = causes_of(out);
+        let calibrated = calibrated_in(out, "ensemble");
+        let s_idx: Vec<usize> = calibrated
             .iter()
-            .map(|c| c.as_str().unwrap())
+            .map(|c| causes.iter().position(|x| x == c).unwrap())
             .collect();
-        let in_s: Vec<bool> = causes
+        let mass: f64 = calibrated
             .iter()
-            .map(|c| !out["donotcalib_tomodel"]["ensemble"][*c].as_bool().unwrap())
-            .collect();
-        let mass: f64 = (0..causes.len())
-            .filter(|&j| in_s[j])
-            .map(|j| f(&out["p_uncalib"]["ensemble"][causes[j]]))
+            .map(|c| f(&out["p_uncalib"]["ensemble"][*c]))
             .sum();
         let mut samples = sample_nuts(
             &ensemble_model_of(&run),
@@ -408,25 +399,13 @@ fn nuts_matches_r_ensembles_on_the_same_inputs() {
         .unwrap();
         // §8.1: the calibrated causes' shares of the calibrated set, times its uncalibrated mass.
         for draw in samples.chains.iter_mut().flat_map(|c| c.draws.iter_mut()) {
-            let total: f64 = (0..causes.len())
-                .filter(|&j| in_s[j])
-                .map(|j| draw[j])
-                .sum();
-            *draw = (0..causes.len())
-                .filter(|&j| in_s[j])
-                .map(|j| mass * draw[j] / total)
-                .collect();
+            let total: f64 = s_idx.iter().map(|&j| draw[j]).sum();
+            *draw = s_idx.iter().map(|&j| mass * draw[j] / total).collect();
         }
         let ours = summary(&samples);
         let draws: Vec<&Vec<f64>> = samples.chains.iter().flat_map(|c| &c.draws).collect();
         let want = &out["pcalib_postsumm"]["ensemble"];
-        for (pos, cause) in causes
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| in_s[*j])
-            .map(|(_, c)| c)
-            .enumerate()
-        {
+        for (pos, cause) in calibrated.iter().enumerate() {
             let mut column: Vec<f64> = draws.iter().map(|d| d[pos]).collect();
             let mean = ours.mean[pos];
             let sd = (column.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / column.len() as f64)
