@@ -16,19 +16,20 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, Gamma};
 use vacal_engine::diagnostics::diagnose_samples;
 use vacal_engine::mcmc::{ChainDraws, Samples};
+use vacal_engine::numeric::quantile;
 use vacal_engine::request::MmatType;
 use vacal_engine::{calibrate, CalibrationRequest, NoProgress};
 
 const REPLICATES: usize = 1000;
 const DRAWS: usize = 5000;
 
-/// Sorted minimum bulk ESS over `coordinates` causes of independent draws, one per replicate.
+/// Minimum bulk ESS over `coordinates` causes of independent draws, one per replicate.
 /// Bulk ESS is rank-based, so the shape of the marginals does not matter; a Dirichlet keeps
 /// the draws on a simplex like the posterior's.
 fn independent_min_ess(coordinates: usize, chains: usize, seed: u64) -> Vec<f64> {
     let shape = Gamma::new(50.0, 1.0).expect("valid shape");
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut mins: Vec<f64> = (0..REPLICATES)
+    (0..REPLICATES)
         .map(|_| {
             let chains = (0..chains)
                 .map(|_| ChainDraws {
@@ -46,17 +47,11 @@ fn independent_min_ess(coordinates: usize, chains: usize, seed: u64) -> Vec<f64>
                 .collect();
             diagnose_samples(&Samples { chains }).min_ess_bulk
         })
-        .collect();
-    mins.sort_by(f64::total_cmp);
-    mins
+        .collect()
 }
 
-fn quantile(sorted: &[f64], f: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * f).round() as usize]
-}
-
-fn share_at_least(sorted: &[f64], x: f64) -> f64 {
-    sorted.iter().filter(|&&m| m >= x).count() as f64 / sorted.len() as f64
+fn share_at_least(values: &[f64], x: f64) -> f64 {
+    values.iter().filter(|&&m| m >= x).count() as f64 / values.len() as f64
 }
 
 fn main() {

@@ -75,6 +75,8 @@ fn model_of(case: &str) -> ModelSpec {
 
 struct Summary {
     mean: Vec<f64>,
+    /// Posterior standard deviation.
+    sd: Vec<f64>,
     mcse: Vec<f64>,
     lower: Vec<f64>,
     upper: Vec<f64>,
@@ -96,6 +98,7 @@ fn summary(samples: &Samples) -> Summary {
     let dim = draws[0].len();
     let mut s = Summary {
         mean: vec![],
+        sd: vec![],
         mcse: vec![],
         lower: vec![],
         upper: vec![],
@@ -107,6 +110,7 @@ fn summary(samples: &Samples) -> Summary {
         let mean = column.iter().sum::<f64>() / column.len() as f64;
         let var = column.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / column.len() as f64;
         s.mean.push(mean);
+        s.sd.push(var.sqrt());
         s.mcse
             .push((var / diagnostics.per_coordinate[j].ess_bulk).sqrt());
         let ess = diagnostics.per_coordinate[j].ess_bulk;
@@ -407,16 +411,13 @@ fn nuts_matches_r_ensembles_on_the_same_inputs() {
         let want = &out["pcalib_postsumm"]["ensemble"];
         for (pos, cause) in calibrated.iter().enumerate() {
             let mut column: Vec<f64> = draws.iter().map(|d| d[pos]).collect();
-            let mean = ours.mean[pos];
-            let sd = (column.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / column.len() as f64)
-                .sqrt();
             let stan_errors = [
-                sd / STAN_ENSEMBLE_ESS.sqrt(),
+                ours.sd[pos] / STAN_ENSEMBLE_ESS.sqrt(),
                 quantile_mcse(&mut column, 0.025, STAN_ENSEMBLE_ESS),
                 quantile_mcse(&mut column, 0.975, STAN_ENSEMBLE_ESS),
             ];
             for (k, (what, got, error)) in [
-                ("postmean", mean, ours.mcse[pos]),
+                ("postmean", ours.mean[pos], ours.mcse[pos]),
                 ("lowcredI", ours.lower[pos], ours.lower_mcse[pos]),
                 ("upcredI", ours.upper[pos], ours.upper_mcse[pos]),
             ]
