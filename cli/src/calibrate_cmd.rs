@@ -187,5 +187,16 @@ pub fn table(result: &Value) -> String {
             ));
         }
     }
+    for warning in result["warnings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        out.push_str(&format!("\nwarning: {warning}"));
+    }
+    if result["warnings"].as_array().is_some_and(|w| !w.is_empty()) {
+        out.push('\n');
+    }
     out
 }

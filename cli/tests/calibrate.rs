@@ -137,6 +137,12 @@ fn a_request_file_and_the_table_format_work() {
         table.contains("(kept)"),
         "the uncalibrated `other` is marked"
     );
+    // 400 draws over 4 chains are too few for trustworthy summaries: the table says so last.
+    let last = table.trim_end().lines().last().unwrap();
+    assert!(
+        last.starts_with("warning: eava: min bulk ESS ") && last.contains("below 400"),
+        "{table}"
+    );
     std::fs::remove_dir_all(dir).ok();
 }
 

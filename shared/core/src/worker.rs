@@ -400,6 +400,16 @@ impl Worker {
                 return Ok(Outcome::Ack);
             }
         };
+        // The result keeps them too; the log is where a user watching the job sees them.
+        for warning in result["warnings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
+            self.log(job_id, LogLevel::Warning, "engine", warning.to_string())
+                .await;
+        }
         if !self.set_progress(&mut job, 4, "Processing results").await? {
             return Ok(Outcome::Ack);
         }

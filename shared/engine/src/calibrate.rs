@@ -40,6 +40,12 @@ pub const AUTO_GIBBS_BELOW_ALPHA: f64 = 0.1;
 /// on such models, so this keeps the ESS per retained draw near NUTS's.
 pub const AUTO_GIBBS_THIN: u64 = 25;
 
+/// A max split R-hat above this says the chains have not mixed (Vehtari et al. 2021,
+/// "Rank-normalization, folding, and localization", the threshold Stan and arviz warn at).
+pub const RHAT_WARNING_ABOVE: f64 = 1.01;
+/// Below this bulk ESS per chain, R-hat and the summaries are themselves unreliable (same paper).
+pub const ESS_PER_CHAIN_WARNING_BELOW: f64 = 100.0;
+
 /// Convergence diagnostics of one MCMC fit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Diagnostics {
@@ -53,7 +59,49 @@ pub struct Diagnostics {
     pub max_depth_hits: usize,
     /// Retained draws over all chains.
     pub draws: usize,
+    pub chains: usize,
     pub seconds: f64,
+}
+
+impl Diagnostics {
+    /// What a user should know before trusting this fit, one sentence per problem; empty when
+    /// it looks converged.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let min_ess = ESS_PER_CHAIN_WARNING_BELOW * self.chains as f64;
+        if self.max_rhat.is_nan() || self.min_ess_bulk.is_nan() {
+            warnings.push(
+                "R-hat and bulk ESS could not be computed (too few draws per chain), so \
+                 convergence is unknown: raise n_mcmc"
+                    .to_string(),
+            );
+        } else {
+            if self.max_rhat > RHAT_WARNING_ABOVE {
+                warnings.push(format!(
+                    "max R-hat {:.3} is above {RHAT_WARNING_ABOVE}: the chains disagree, so the \
+                     calibrated CSMF may be wrong (the posterior may have several modes, or the \
+                     chains need more draws: raise n_mcmc or n_thin)",
+                    self.max_rhat
+                ));
+            }
+            if self.min_ess_bulk < min_ess {
+                warnings.push(format!(
+                    "min bulk ESS {:.0} is below {min_ess:.0} ({ESS_PER_CHAIN_WARNING_BELOW:.0} \
+                     per chain): the means and intervals carry a large Monte Carlo error (raise \
+                     n_mcmc or n_thin)",
+                    self.min_ess_bulk
+                ));
+            }
+        }
+        if self.divergences > 0 {
+            warnings.push(format!(
+                "{} divergent transitions after warm-up: the sampler may have missed part of \
+                 the posterior",
+                self.divergences
+            ));
+        }
+        warnings
+    }
 }
 
 /// One output row: an algorithm, or the ensemble.
@@ -93,6 +141,22 @@ pub struct Calibration {
     pub donotcalib_study: Vec<Vec<bool>>,
     pub pshrink_strength: f64,
     pub mmat_type: MmatType,
+}
+
+impl Calibration {
+    /// Every fit's [`Diagnostics::warnings`], each prefixed with its row (algorithm or
+    /// `ensemble`).
+    pub fn warnings(&self) -> Vec<String> {
+        self.rows
+            .iter()
+            .filter_map(|row| Some((&row.name, row.diagnostics.as_ref()?)))
+            .flat_map(|(name, d)| {
+                d.warnings()
+                    .into_iter()
+                    .map(move |w| format!("{name}: {w}"))
+            })
+            .collect()
+    }
 }
 
 /// splitmix64: independent seeds for the path correction and each fit from one request seed.
@@ -264,6 +328,7 @@ fn run_sampler(
         divergences: samples.chains.iter().map(|c| c.divergences).sum(),
         max_depth_hits: samples.chains.iter().map(|c| c.max_depth_hits).sum(),
         draws: samples.chains.iter().map(|c| c.draws.len()).sum(),
+        chains: samples.chains.len(),
         seconds: started.elapsed().as_secs_f64(),
     };
     Ok((samples, diagnostics))
@@ -794,6 +859,71 @@ mod tests {
         let names: Vec<&str> = result.rows.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["eava", "insilicova", "interva", "ensemble"]);
         assert!(result.rows.iter().all(|r| r.diagnostics.is_some()));
+    }
+
+    fn diagnostics(max_rhat: f64, min_ess_bulk: f64, divergences: usize) -> Diagnostics {
+        Diagnostics {
+            sampler: "nuts",
+            max_rhat,
+            min_ess_bulk,
+            divergences,
+            max_depth_hits: 0,
+            draws: 5000,
+            chains: 4,
+            seconds: 0.1,
+        }
+    }
+
+    #[test]
+    fn a_converged_fit_has_no_warnings_and_each_problem_has_one() {
+        assert!(diagnostics(1.01, 400.0, 0).warnings().is_empty());
+        let rhat = diagnostics(1.0101, 2000.0, 0).warnings();
+        assert_eq!(rhat.len(), 1);
+        assert!(
+            rhat[0].starts_with("max R-hat 1.010 is above 1.01"),
+            "{rhat:?}"
+        );
+        // 100 per chain: 4 chains need 400, one chain 100.
+        let ess = diagnostics(1.0, 399.0, 0).warnings();
+        assert_eq!(ess.len(), 1);
+        assert!(
+            ess[0].starts_with("min bulk ESS 399 is below 400"),
+            "{ess:?}"
+        );
+        let one_chain = Diagnostics {
+            chains: 1,
+            ..diagnostics(1.0, 150.0, 0)
+        };
+        assert!(one_chain.warnings().is_empty());
+        let divergent = diagnostics(1.0, 2000.0, 3).warnings();
+        assert_eq!(
+            divergent,
+            [
+                "3 divergent transitions after warm-up: the sampler may have missed part of the \
+              posterior"
+            ]
+        );
+        assert_eq!(diagnostics(1.2, 50.0, 7).warnings().len(), 3);
+        let undefined = diagnostics(f64::NAN, f64::NAN, 0).warnings();
+        assert_eq!(undefined.len(), 1);
+        assert!(
+            undefined[0].contains("could not be computed"),
+            "{undefined:?}"
+        );
+    }
+
+    #[test]
+    fn calibration_warnings_name_their_row() {
+        // 400 draws over 4 chains cannot reach an ESS of 400.
+        let result = calibrate(&ensemble_request(400), &NoProgress).unwrap();
+        let warnings = result.warnings();
+        for row in ["eava", "insilicova", "interva", "ensemble"] {
+            let prefix = format!("{row}: min bulk ESS ");
+            assert!(
+                warnings.iter().any(|w| w.starts_with(&prefix)),
+                "{row}: {warnings:?}"
+            );
+        }
     }
 
     #[test]

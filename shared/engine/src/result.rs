@@ -114,6 +114,7 @@ pub fn result_json(request: &CalibrationRequest, calibration: &Calibration) -> V
                 "seconds": d.seconds,
             }),
         }),
+        "warnings": calibration.warnings(),
         "settings": resolved_settings(request, calibration),
         "engine_version": ENGINE_VERSION,
     })

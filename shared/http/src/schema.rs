@@ -371,6 +371,10 @@ pub struct CalibrationSuccess {
     /// Convergence diagnostics per algorithm (engine extension).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diagnostics: Option<Value>,
+    /// Why a fit should not be trusted, one sentence each, prefixed with its row; empty when
+    /// every fit looks converged (engine extension). Also logged on the job as warnings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warnings: Option<Vec<String>>,
     /// The settings the run used, defaults resolved (engine extension).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settings: Option<Value>,

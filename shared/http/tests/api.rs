@@ -69,6 +69,27 @@ async fn a_job_runs_from_creation_to_result() {
         assert!(eava.lower_ci[i] <= eava.mean[i] && eava.mean[i] <= eava.upper_ci[i]);
     }
     assert_eq!(r.uncalibrated["eava"].len(), 6);
+    // 200 draws over 4 chains cannot reach the ESS of 400 that trustworthy summaries need:
+    // the result and the job's log say so.
+    let warnings = r.warnings.expect("the engine reports its warnings");
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("eava: min bulk ESS ") && w.contains("below 400")),
+        "{warnings:?}"
+    );
+    let logged = app
+        .get(&format!("/api/v1/calibrate/{id}/status?log_level=warning"))
+        .await;
+    let mut logged: Vec<&str> = logged.body["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["message"].as_str().unwrap())
+        .collect();
+    // The log lists the newest entry first.
+    logged.reverse();
+    assert_eq!(logged, warnings);
 
     // Paging and filtering the logs; a finished job cannot be cancelled.
     let logs = app
