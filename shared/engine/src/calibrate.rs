@@ -59,6 +59,7 @@ pub struct Diagnostics {
     pub max_depth_hits: usize,
     /// Retained draws over all chains.
     pub draws: usize,
+    /// Chains the draws came from.
     pub chains: usize,
     pub seconds: f64,
 }
@@ -94,9 +95,10 @@ impl Diagnostics {
             }
         }
         if self.divergences > 0 {
+            let plural = if self.divergences == 1 { "" } else { "s" };
             warnings.push(format!(
-                "{} divergent transitions after warm-up: the sampler may have missed part of \
-                 the posterior",
+                "{} divergent transition{plural} after warm-up: the sampler may have missed \
+                 part of the posterior",
                 self.divergences
             ));
         }
@@ -903,6 +905,7 @@ mod tests {
               posterior"
             ]
         );
+        assert!(diagnostics(1.0, 2000.0, 1).warnings()[0].starts_with("1 divergent transition "));
         assert_eq!(diagnostics(1.2, 50.0, 7).warnings().len(), 3);
         let undefined = diagnostics(f64::NAN, f64::NAN, 0).warnings();
         assert_eq!(undefined.len(), 1);
