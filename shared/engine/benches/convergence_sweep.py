@@ -1,0 +1,87 @@
+"""Random requests through `vacal calibrate`, listing every one whose result carries warnings.
+
+Two kinds of request, drawn from a seeded RNG so a run can be repeated:
+- `examples`: the bundled examples of both age groups under random settings (algorithms,
+  country, matrix type, path correction, donotcalib and its type, threshold, η, sampler);
+- `counts`: random death counts (zeros, ones, totals up to 10^5 per cause), which algorithms
+  rarely produce, to find where the samplers stop converging.
+
+    python3 shared/engine/benches/convergence_sweep.py ./target/release/vacal examples 7 150
+
+Prints one line per request with warnings (or a failure other than a typed bad-request exit),
+then how many of the requests had them.
+"""
+import json
+import random
+import subprocess
+import sys
+import time
+
+vacal, kind, seed, requests = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+rng = random.Random(seed)
+ALGORITHMS = ["eava", "insilicova", "interva"]
+COUNTRIES = ["Mozambique", "Kenya", "Bangladesh", "Mali", "South Africa", "Ethiopia",
+             "Sierra Leone", "Nigeria"]
+CAUSES = {"neonate": 6, "child": 9}
+SAMPLERS = ["nuts", "gibbs", "auto"]
+
+
+def example_request():
+    algorithms = rng.choice([["eava"], ["insilicova"], ["interva"], ALGORITHMS,
+                             ["eava", "interva"]])
+    age = rng.choice(["neonate", "child"])
+    body = {"va_data": {a: "use_example" for a in algorithms}, "age_group": age,
+            "country": rng.choice(COUNTRIES),
+            "mmat_type": rng.choice(["prior", "fixed", "prior"]),
+            "path_correction": rng.choice([True, True, False]),
+            "donotcalib_type": rng.choice(["learn", "fixed"]),
+            "mcmc": {"seed": rng.randint(1, 1000), "sampler": rng.choice(SAMPLERS)}}
+    if rng.random() < 0.3:
+        body["pshrink_strength"] = rng.choice([0, 1, 4, 10])
+    if rng.random() < 0.3:
+        body["nocalib_threshold"] = rng.choice([0.0, 0.05, 0.3])
+    if rng.random() < 0.3:
+        second = "malaria" if age == "child" else "ipre"
+        body["donotcalib"] = {a: rng.choice([None, [], ["other"], ["other", second]])
+                              for a in algorithms}
+    if len(algorithms) > 1 and rng.random() < 0.2:
+        body["ensemble"] = rng.choice([True, False])
+    return body
+
+
+def counts_request():
+    age = rng.choice(["neonate", "child"])
+    algorithms = rng.choice([["eava"], ["insilicova"], ALGORITHMS, ["eava", "interva"]])
+    scale = rng.choice([1, 3, 10, 100, 1000, 100000])
+
+    def deaths():
+        return [rng.choice([0, 0, 1, rng.randint(0, scale)]) if rng.random() < 0.3
+                else rng.randint(0, scale) for _ in range(CAUSES[age])]
+
+    return {"va_data": {a: deaths() for a in algorithms}, "age_group": age,
+            "country": rng.choice(COUNTRIES), "mmat_type": rng.choice(["prior", "fixed"]),
+            "path_correction": rng.choice([True, True, False]),
+            "mcmc": {"seed": rng.randint(1, 99)}}
+
+
+flagged = 0
+for _ in range(requests):
+    body = example_request() if kind == "examples" else counts_request()
+    started = time.monotonic()
+    run = subprocess.run([vacal, "calibrate", "--request", "-"], input=json.dumps(body),
+                         capture_output=True, text=True)
+    seconds = time.monotonic() - started
+    shown = json.dumps(body if kind == "counts" else {k: v for k, v in body.items()
+                                                      if k != "va_data"} | {
+        "algorithms": list(body["va_data"])})
+    if run.returncode == 2:  # a typed bad-request error: the request was refused, as it should
+        continue
+    if run.returncode != 0:
+        flagged += 1
+        print(f"{seconds:6.2f} s  exit {run.returncode}: {run.stderr.strip()[:300]}\n  {shown}")
+        continue
+    warnings = json.loads(run.stdout)["warnings"]
+    if warnings:
+        flagged += 1
+        print(f"{seconds:6.2f} s  {shown}\n  " + "\n  ".join(warnings), flush=True)
+print(f"{flagged} of {requests} requests with warnings or failures")
