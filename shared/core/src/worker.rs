@@ -400,16 +400,7 @@ impl Worker {
                 return Ok(Outcome::Ack);
             }
         };
-        // The result keeps them too; the log is where a user watching the job sees them.
-        for warning in result["warnings"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-        {
-            self.log(job_id, LogLevel::Warning, "engine", warning.to_string())
-                .await;
-        }
+        self.log_warnings(job_id, &result).await;
         if !self.set_progress(&mut job, 4, "Processing results").await? {
             return Ok(Outcome::Ack);
         }
@@ -460,12 +451,13 @@ impl Worker {
             .store
             .get_cache_entry(&job.cache_key, now)
             .await?;
-        let hit = match entry {
-            Some(entry) if self.ports.results.get(&entry.result_key).await?.is_some() => entry,
-            _ => {
-                self.ports.store.count_cache(CacheCounter::Miss).await?;
-                return Ok(None);
-            }
+        let cached = match &entry {
+            Some(entry) => self.ports.results.get(&entry.result_key).await?,
+            None => None,
+        };
+        let (Some(hit), Some(cached)) = (entry, cached) else {
+            self.ports.store.count_cache(CacheCounter::Miss).await?;
+            return Ok(None);
         };
         self.ports.store.count_cache(CacheCounter::Hit).await?;
         let ended = finish_job(&self.ports, &job.job_id, JobStatus::Success, |j| {
@@ -486,9 +478,27 @@ impl Worker {
                 "Using cached result".into(),
             )
             .await;
+            // A stored result that does not parse has no warnings to repeat.
+            if let Ok(result) = serde_json::from_slice::<Value>(&cached) {
+                self.log_warnings(&job.job_id, &result).await;
+            }
             after_terminal(&self.ports, &self.config, &done).await?;
         }
         Ok(Some(Outcome::Ack))
+    }
+
+    /// Logs the result's warnings (fits that should not be trusted as they are) on the job:
+    /// the result keeps them too, but the log is where a user watching the job sees them.
+    async fn log_warnings(&self, job_id: &str, result: &Value) {
+        for warning in result["warnings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
+            self.log(job_id, LogLevel::Warning, "engine", warning.to_string())
+                .await;
+        }
     }
 
     /// Runs the engine on the blocking pool while a heartbeat renews the lease, forwards

@@ -12,6 +12,22 @@ fn typed<T: serde::de::DeserializeOwned>(body: &Value) -> T {
         .unwrap_or_else(|e| panic!("response does not match its documented type: {e}\n{body}"))
 }
 
+/// The job's warning-level log messages, oldest first.
+async fn warning_messages(app: &App, id: &str) -> Vec<String> {
+    let status = app
+        .get(&format!("/api/v1/calibrate/{id}/status?log_level=warning"))
+        .await;
+    let mut messages: Vec<String> = status.body["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["message"].as_str().unwrap().to_string())
+        .collect();
+    // The log lists the newest entry first.
+    messages.reverse();
+    messages
+}
+
 #[tokio::test]
 async fn a_job_runs_from_creation_to_result() {
     let app = App::new();
@@ -78,18 +94,7 @@ async fn a_job_runs_from_creation_to_result() {
             .any(|w| w.starts_with("eava: min bulk ESS ") && w.contains("below 400")),
         "{warnings:?}"
     );
-    let logged = app
-        .get(&format!("/api/v1/calibrate/{id}/status?log_level=warning"))
-        .await;
-    let mut logged: Vec<&str> = logged.body["logs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["message"].as_str().unwrap())
-        .collect();
-    // The log lists the newest entry first.
-    logged.reverse();
-    assert_eq!(logged, warnings);
+    assert_eq!(warning_messages(&app, &id).await, warnings);
 
     // Paging and filtering the logs; a finished job cannot be cancelled.
     let logs = app
@@ -375,6 +380,10 @@ async fn cache_stats_and_clear() {
     let hit: schema::JobResultResponse = typed(&r.body);
     let info = hit.cache_info.expect("the second job is a cache hit");
     assert_eq!(info.source_job_id, first);
+    // The cached result's warnings (200 draws are too few) are logged on the new job too.
+    let first_warnings = warning_messages(&app, &first).await;
+    assert!(!first_warnings.is_empty());
+    assert_eq!(warning_messages(&app, &second).await, first_warnings);
 
     let r = app.get("/api/v1/cache/stats").await;
     assert_eq!(r.status, StatusCode::OK);
