@@ -1,15 +1,21 @@
-"""Random requests through `vacal calibrate`, listing every one whose result carries warnings.
+"""Requests through `vacal calibrate`, listing every one whose result carries warnings.
 
-Two kinds of request, drawn from a seeded RNG so a run can be repeated:
-- `examples`: the bundled examples of both age groups under random settings (algorithms,
-  country, matrix type, path correction, donotcalib and its type, threshold, η, sampler);
-- `counts`: random death counts (zeros, ones, totals up to 10^5 per cause), which algorithms
-  rarely produce, to find where the samplers stop converging.
+Three kinds of request:
+- `defaults SEEDS`: every bundled example at default settings, with path correction on (the
+  default) and off: both age groups, eight countries (Nigeria stands for `other`), the ensemble
+  and each algorithm alone, seeds 1 to SEEDS;
+- `examples SEED N`: N bundled examples under random settings (algorithms, country, matrix
+  type, path correction, donotcalib and its type, threshold, η, sampler), drawn from a seeded
+  RNG so a run can be repeated;
+- `counts SEED N`: N requests of random death counts (zeros, ones, totals up to 10^5 per
+  cause), which algorithms rarely produce, to find where the samplers stop converging.
 
+    python3 shared/engine/benches/convergence_sweep.py ./target/release/vacal defaults 2
     python3 shared/engine/benches/convergence_sweep.py ./target/release/vacal examples 7 150
+    python3 shared/engine/benches/convergence_sweep.py ./target/release/vacal counts 1 80
 
-Prints one line per request with warnings (or a failure other than a typed bad-request exit),
-then how many of the requests had them.
+Prints each request with warnings (or a failure other than a typed bad-request exit) and its
+warnings, then how many of the requests had them.
 """
 import json
 import random
@@ -17,8 +23,8 @@ import subprocess
 import sys
 import time
 
-vacal, kind, seed, requests = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-rng = random.Random(seed)
+vacal, kind = sys.argv[1], sys.argv[2]
+rng = random.Random(int(sys.argv[3]))
 ALGORITHMS = ["eava", "insilicova", "interva"]
 COUNTRIES = ["Mozambique", "Kenya", "Bangladesh", "Mali", "South Africa", "Ethiopia",
              "Sierra Leone", "Nigeria"]
@@ -64,16 +70,31 @@ def counts_request():
             "mcmc": {"seed": rng.randint(1, 99)}}
 
 
+def default_requests(seeds):
+    for age in ["neonate", "child"]:
+        for country in COUNTRIES:
+            for algorithms in [ALGORITHMS, ["eava"], ["insilicova"], ["interva"]]:
+                for path_correction in [True, False]:
+                    for seed in range(1, seeds + 1):
+                        yield {"va_data": {a: "use_example" for a in algorithms},
+                               "age_group": age, "country": country,
+                               "path_correction": path_correction, "mcmc": {"seed": seed}}
+
+
+if kind == "defaults":
+    bodies = list(default_requests(int(sys.argv[3])))
+else:
+    draw = example_request if kind == "examples" else counts_request
+    bodies = [draw() for _ in range(int(sys.argv[4]))]
 flagged = 0
-for _ in range(requests):
-    body = example_request() if kind == "examples" else counts_request()
+for body in bodies:
     started = time.monotonic()
     run = subprocess.run([vacal, "calibrate", "--request", "-"], input=json.dumps(body),
                          capture_output=True, text=True)
     seconds = time.monotonic() - started
     shown = json.dumps(body if kind == "counts" else {k: v for k, v in body.items()
-                                                      if k != "va_data"} | {
-        "algorithms": list(body["va_data"])})
+                                                      if k != "va_data"}
+                       | {"algorithms": list(body["va_data"])})
     if run.returncode == 2:  # a typed bad-request error: the request was refused, as it should
         continue
     if run.returncode != 0:
@@ -84,4 +105,4 @@ for _ in range(requests):
     if warnings:
         flagged += 1
         print(f"{seconds:6.2f} s  {shown}\n  " + "\n  ".join(warnings), flush=True)
-print(f"{flagged} of {requests} requests with warnings or failures")
+print(f"{flagged} of {len(bodies)} requests with warnings or failures")
