@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 use serde_json::{json, Value};
-use vacal_engine::{calibrate, result_json, CalibrationRequest, EngineError, NoProgress};
+use vacal_engine::{
+    calibrate, result_json, result_warnings, CalibrationRequest, EngineError, NoProgress,
+};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Format {
@@ -187,16 +189,12 @@ pub fn table(result: &Value) -> String {
             ));
         }
     }
-    for warning in result["warnings"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-    {
-        out.push_str(&format!("\nwarning: {warning}"));
-    }
-    if result["warnings"].as_array().is_some_and(|w| !w.is_empty()) {
+    let warnings = result_warnings(result);
+    if !warnings.is_empty() {
         out.push('\n');
+        for warning in warnings {
+            out.push_str(&format!("warning: {warning}\n"));
+        }
     }
     out
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use vacal_engine::error::panic_message;
-use vacal_engine::{calibrate, result_json, CalibrationRequest, EngineError};
+use vacal_engine::{calibrate, result_json, result_warnings, CalibrationRequest, EngineError};
 
 use crate::config::Config;
 use crate::domain::{
@@ -490,12 +490,7 @@ impl Worker {
     /// Logs the result's warnings (fits that should not be trusted as they are) on the job:
     /// the result keeps them too, but the log is where a user watching the job sees them.
     async fn log_warnings(&self, job_id: &str, result: &Value) {
-        for warning in result["warnings"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-        {
+        for warning in result_warnings(result) {
             self.log(job_id, LogLevel::Warning, "engine", warning.to_string())
                 .await;
         }

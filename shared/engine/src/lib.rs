@@ -24,7 +24,7 @@ pub use calibrate::{calibrate, Calibration, Diagnostics, NoProgress, Progress, R
 pub use data::AgeGroup;
 pub use error::EngineError;
 pub use request::CalibrationRequest;
-pub use result::result_json;
+pub use result::{result_json, result_warnings};
 
 /// Version of the engine, part of every cache key.
 pub const ENGINE_VERSION: &str = concat!("vacal-engine ", env!("CARGO_PKG_VERSION"));

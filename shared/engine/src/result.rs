@@ -119,3 +119,13 @@ pub fn result_json(request: &CalibrationRequest, calibration: &Calibration) -> V
         "engine_version": ENGINE_VERSION,
     })
 }
+
+/// The `warnings` of a result object made by [`result_json`] (none if it has no such array).
+pub fn result_warnings(result: &Value) -> Vec<&str> {
+    result["warnings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
+}
