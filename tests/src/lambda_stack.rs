@@ -296,6 +296,9 @@ fn send<B: ureq::AsSendBody>(request: ureq::http::Request<B>) -> Result<(u16, St
     ))
 }
 
+/// How long a step that needs a queue message polls for it.
+pub const RECEIVE_DEADLINE: Duration = Duration::from_secs(10);
+
 /// The SQS event source mapping of the worker, step by step.
 #[derive(Clone)]
 pub struct EventSource {
@@ -325,6 +328,48 @@ impl EventSource {
             .await
             .map(|out| out.messages.unwrap_or_default())
             .map_err(|e| format!("ReceiveMessage: {e:?}"))
+    }
+
+    /// Like [`receive`](Self::receive), but polls until `want` messages have arrived or
+    /// [`RECEIVE_DEADLINE`] has passed: a short poll may answer empty while messages are
+    /// visible (SQS samples its servers; an emulator may see an expired visibility late),
+    /// so a step that needs a message waits for it.
+    pub async fn receive_at_least(
+        &self,
+        band: Band,
+        want: usize,
+        visibility: Option<i32>,
+    ) -> Result<Vec<Message>, String> {
+        let deadline = Instant::now() + RECEIVE_DEADLINE;
+        let mut got = Vec::new();
+        loop {
+            got.extend(
+                self.receive(band, 10 - got.len() as i32, visibility)
+                    .await?,
+            );
+            if got.len() >= want || Instant::now() > deadline {
+                return Ok(got);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// [`receive_all`](Self::receive_all), polled until `want` messages have arrived or
+    /// [`RECEIVE_DEADLINE`] has passed.
+    pub async fn receive_all_at_least(
+        &self,
+        want: usize,
+        visibility: Option<i32>,
+    ) -> Result<Vec<(Band, Message)>, String> {
+        let deadline = Instant::now() + RECEIVE_DEADLINE;
+        let mut got = Vec::new();
+        loop {
+            got.extend(self.receive_all(visibility).await?);
+            if got.len() >= want || Instant::now() > deadline {
+                return Ok(got);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Every band's visible messages (band, message), high band first.

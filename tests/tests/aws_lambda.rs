@@ -64,7 +64,7 @@ async fn the_lambda_functions_run_jobs_end_to_end() {
     );
     assert_eq!(status, 200, "{created}");
     let first = created["job_id"].as_str().unwrap().to_string();
-    let high = sqs.receive(Band::High, 10, Some(60)).await.unwrap();
+    let high = sqs.receive_at_least(Band::High, 1, Some(60)).await.unwrap();
     assert_eq!(high.len(), 1, "priority 9 goes to the high band");
     assert_eq!(job_of(&high[0]), first);
     let failed = sqs.deliver(&watch, Band::High, &[&high[0]]).await.unwrap();
@@ -131,7 +131,7 @@ async fn the_lambda_functions_run_jobs_end_to_end() {
         .collect();
     let mut order = Vec::new();
     for _ in 0..members.len() {
-        let visible = sqs.receive_all(Some(60)).await.unwrap();
+        let visible = sqs.receive_all_at_least(1, Some(60)).await.unwrap();
         assert_eq!(
             visible.len(),
             1,
@@ -183,7 +183,10 @@ async fn the_lambda_functions_run_jobs_end_to_end() {
         .send()
         .await
         .unwrap();
-    let junk = sqs.receive(Band::Normal, 10, Some(60)).await.unwrap();
+    let junk = sqs
+        .receive_at_least(Band::Normal, 1, Some(60))
+        .await
+        .unwrap();
     assert_eq!(junk.len(), 1);
     assert!(sqs
         .deliver(&watch, Band::Normal, &[&junk[0]])
@@ -201,7 +204,7 @@ async fn the_lambda_functions_run_jobs_end_to_end() {
     );
     let poisoned = created["job_id"].as_str().unwrap().to_string();
     for delivery in 1..=MAX_RECEIVE_COUNT {
-        let got = sqs.receive(Band::Low, 10, Some(1)).await.unwrap();
+        let got = sqs.receive_at_least(Band::Low, 1, Some(1)).await.unwrap();
         assert_eq!(got.len(), 1, "delivery {delivery}");
         assert_eq!(job_of(&got[0]), poisoned);
         tokio::time::sleep(Duration::from_millis(1300)).await;

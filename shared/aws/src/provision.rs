@@ -157,22 +157,63 @@ pub async fn create_queue_pair(
 }
 
 /// Refuses an endpoint that is not on this machine: tests must never reach a real account.
-/// `VACAL_ALLOW_REMOTE_ENDPOINT=1` lifts this (a deliberate run against a remote emulator).
+/// Each service (DynamoDB, SQS, S3) must have one, its own (`AWS_ENDPOINT_URL_SQS`, ...) or
+/// the shared `AWS_ENDPOINT_URL`, so the suites can run with SQS and S3 on LocalStack and
+/// DynamoDB on moto. `VACAL_ALLOW_REMOTE_ENDPOINT=1` lifts the loopback rule (a deliberate
+/// run against a remote emulator). Returns the endpoints, for messages.
 pub fn require_loopback_endpoint() -> Result<String, String> {
+    endpoints_are_loopback(
+        |name| std::env::var(name).ok(),
+        std::env::var("VACAL_ALLOW_REMOTE_ENDPOINT").is_ok_and(|v| v == "1"),
+    )
+}
+
+fn endpoints_are_loopback(
+    var: impl Fn(&str) -> Option<String>,
+    allow_remote: bool,
+) -> Result<String, String> {
     const HOW: &str =
         "start the emulator first: `bash tests/aws/emulator.sh cargo test -p vacal-aws` \
         (installs moto into .venv and sets AWS_ENDPOINT_URL), or point AWS_ENDPOINT_URL at a \
         running moto or LocalStack, e.g. AWS_ENDPOINT_URL=http://127.0.0.1:4566";
-    let endpoint = std::env::var("AWS_ENDPOINT_URL")
-        .ok()
-        .filter(|e| !e.trim().is_empty())
-        .ok_or_else(|| {
-            format!("AWS_ENDPOINT_URL is not set: these tests need an AWS emulator; {HOW}")
-        })?;
+    let set = |name: &str| var(name).filter(|e| !e.trim().is_empty());
+    let shared = set("AWS_ENDPOINT_URL");
+    let mut described = Vec::new();
+    for service in ["DYNAMODB", "SQS", "S3"] {
+        let own = format!("AWS_ENDPOINT_URL_{service}");
+        let (name, endpoint) = match (set(&own), &shared) {
+            (Some(e), _) => (own, e),
+            (None, Some(e)) => ("AWS_ENDPOINT_URL".to_string(), e.clone()),
+            (None, None) => {
+                return Err(format!(
+                    "neither {own} nor AWS_ENDPOINT_URL is set: these tests need an AWS \
+                     emulator; {HOW}"
+                ))
+            }
+        };
+        if !is_loopback(&endpoint) && !allow_remote {
+            return Err(format!(
+                "{name}={endpoint} is not a loopback address; tests only talk to a local \
+                 emulator (set VACAL_ALLOW_REMOTE_ENDPOINT=1 to override)"
+            ));
+        }
+        described.push((service.to_lowercase(), endpoint));
+    }
+    if described.iter().all(|(_, e)| *e == described[0].1) {
+        return Ok(described.swap_remove(0).1);
+    }
+    Ok(described
+        .iter()
+        .map(|(service, e)| format!("{service} {e}"))
+        .collect::<Vec<_>>()
+        .join(", "))
+}
+
+fn is_loopback(endpoint: &str) -> bool {
     let host = endpoint
         .split("://")
         .nth(1)
-        .unwrap_or(&endpoint)
+        .unwrap_or(endpoint)
         .split('/')
         .next()
         .unwrap_or_default();
@@ -180,16 +221,109 @@ pub fn require_loopback_endpoint() -> Result<String, String> {
         .rsplit_once(':')
         .filter(|(h, port)| !h.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
         .map_or(host, |(h, _)| h);
-    let loopback = host == "localhost"
+    host == "localhost"
         || host.starts_with("127.")
         || host == "[::1]"
-        || host.ends_with(".localhost");
-    let allowed = std::env::var("VACAL_ALLOW_REMOTE_ENDPOINT").is_ok_and(|v| v == "1");
-    if !loopback && !allowed {
-        return Err(format!(
-            "AWS_ENDPOINT_URL={endpoint} is not a loopback address; tests only talk to a local \
-             emulator (set VACAL_ALLOW_REMOTE_ENDPOINT=1 to override)"
-        ));
+        || host.ends_with(".localhost")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
     }
-    Ok(endpoint)
+
+    #[test]
+    fn one_shared_loopback_endpoint_serves_every_service() {
+        let got = endpoints_are_loopback(
+            vars(&[("AWS_ENDPOINT_URL", "http://127.0.0.1:5000")]),
+            false,
+        );
+        assert_eq!(got, Ok("http://127.0.0.1:5000".to_string()));
+    }
+
+    #[test]
+    fn per_service_endpoints_are_checked_and_named() {
+        let got = endpoints_are_loopback(
+            vars(&[
+                ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
+                ("AWS_ENDPOINT_URL_SQS", "http://localhost:4566"),
+                ("AWS_ENDPOINT_URL_S3", "http://localhost:4566"),
+            ]),
+            false,
+        );
+        assert_eq!(
+            got,
+            Ok("dynamodb http://127.0.0.1:5000, sqs http://localhost:4566, s3 http://localhost:4566"
+                .to_string())
+        );
+        let remote = endpoints_are_loopback(
+            vars(&[
+                ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
+                ("AWS_ENDPOINT_URL_S3", "https://s3.example.org"),
+            ]),
+            false,
+        );
+        assert!(
+            remote
+                .as_ref()
+                .is_err_and(|e| e
+                    .starts_with("AWS_ENDPOINT_URL_S3=https://s3.example.org is not a loopback")),
+            "{remote:?}"
+        );
+        assert!(endpoints_are_loopback(
+            vars(&[
+                ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
+                ("AWS_ENDPOINT_URL_S3", "https://s3.example.org"),
+            ]),
+            true,
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn a_service_without_an_endpoint_is_refused() {
+        let got = endpoints_are_loopback(
+            vars(&[
+                ("AWS_ENDPOINT_URL_SQS", "http://127.0.0.1:4566"),
+                ("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:4566"),
+            ]),
+            false,
+        );
+        assert!(
+            got.as_ref()
+                .is_err_and(|e| e
+                    .starts_with("neither AWS_ENDPOINT_URL_DYNAMODB nor AWS_ENDPOINT_URL is set")),
+            "{got:?}"
+        );
+        assert!(endpoints_are_loopback(vars(&[]), false).is_err());
+        assert!(endpoints_are_loopback(vars(&[("AWS_ENDPOINT_URL", " ")]), false).is_err());
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for e in [
+            "http://localhost:1",
+            "http://127.0.0.1",
+            "http://[::1]:4566/",
+            "http://s3.localhost:9",
+        ] {
+            assert!(is_loopback(e), "{e}");
+        }
+        for e in [
+            "http://10.0.0.1:4566",
+            "https://dynamodb.us-east-1.amazonaws.com",
+            "http://127x.example",
+        ] {
+            assert!(!is_loopback(e), "{e}");
+        }
+    }
 }

@@ -149,7 +149,10 @@ impl SqsQueue {
     }
 }
 
-/// Receives up to `max` messages from one queue without waiting.
+/// Receives up to `max` messages from one queue without waiting (a short poll). A short poll
+/// may answer with fewer messages than are visible, even none (SQS samples a subset of its
+/// servers), which [`JobQueue::receive`] allows: every caller polls again later (the local
+/// worker loop, the janitor's next run), and tests that need a message poll until a deadline.
 async fn receive_from(
     client: &Client,
     url: &str,

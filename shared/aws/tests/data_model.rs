@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{TimeDelta, Utc};
@@ -162,6 +162,9 @@ async fn each_priority_goes_to_its_band_queue() {
             .receive_message()
             .queue_url(env.queues.of(band))
             .max_number_of_messages(10)
+            // A long poll: it answers as soon as a message is there, where a short poll
+            // may answer empty (SQS samples a subset of its servers).
+            .wait_time_seconds(5)
             .send()
             .await
             .unwrap();
@@ -184,27 +187,37 @@ async fn a_message_that_keeps_failing_ends_in_the_dead_letter_queue() {
         .send("job_poison000001", 5, Duration::ZERO)
         .await
         .unwrap();
-    // Each delivery "crashes": never acked, visible again after a second.
+    // Each delivery "crashes": never acked, visible again after a second. A short poll may
+    // answer empty while the message is visible (real SQS samples its servers; LocalStack
+    // notices an expired visibility a moment late), so each delivery is polled for.
     for attempt in 1..=MAX_RECEIVE_COUNT {
-        let got = queue.receive(10, Duration::from_secs(1)).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let got = loop {
+            let got = queue.receive(10, Duration::from_secs(1)).await.unwrap();
+            if !got.is_empty() || Instant::now() > deadline {
+                break got;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
         assert_eq!(got.len(), 1, "delivery {attempt}: {got:?}");
         assert_eq!(got[0].receive_count, attempt);
         tokio::time::sleep(Duration::from_millis(1300)).await;
     }
-    // The next receive finds it over the limit: SQS moves it instead of delivering it.
-    assert!(queue
-        .receive(10, Duration::from_secs(1))
-        .await
-        .unwrap()
-        .is_empty());
-    let mut letters = Vec::new();
-    for _ in 0..10 {
-        letters = dead.receive(10, Duration::from_secs(30)).await.unwrap();
-        if !letters.is_empty() {
-            break;
+    // Over the limit, SQS moves the message to the dead-letter queue instead of delivering
+    // it again: keep receiving (never getting it) until the dead-letter queue holds it.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let letters = loop {
+        let again = queue.receive(10, Duration::from_secs(1)).await.unwrap();
+        assert!(
+            again.is_empty(),
+            "delivered past maxReceiveCount: {again:?}"
+        );
+        let letters = dead.receive(10, Duration::from_secs(30)).await.unwrap();
+        if !letters.is_empty() || Instant::now() > deadline {
+            break letters;
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    };
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0].job_id.as_deref(), Some("job_poison000001"));
     assert_eq!(letters[0].band, Band::Normal);
