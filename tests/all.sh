@@ -16,4 +16,6 @@ bash tests/aws/emulator.sh cargo test --workspace
 # The AWS adapters' suites again with SQS and S3 on LocalStack (DynamoDB stays on moto: the
 # community LocalStack downloads its DynamoDB at first use), so no test passes only on moto.
 # The Lambda end-to-end test runs on moto alone, above: it takes minutes more per setup.
-bash tests/aws/emulator.sh --localstack cargo test -p vacal-aws --tests
+# Selecting by test target across the workspace (not -p vacal-aws) keeps the features of the
+# build above, so nothing is compiled again; vacal-local's conformance suite comes along.
+bash tests/aws/emulator.sh --localstack cargo test --workspace --test conformance --test data_model
