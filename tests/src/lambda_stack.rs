@@ -149,6 +149,8 @@ impl Watch {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or("info".into()),
             )
+            // As the template's LoggingConfig makes Lambda set it.
+            .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -4,14 +4,14 @@
 
 use std::sync::Arc;
 
-use vacal_core::{Config, JobService};
+use vacal_core::JobService;
 
 /// The job service on DynamoDB, SQS and S3, configured from the environment (the
 /// resources' variables and the service's own, such as `CACHE_TTL`).
 pub async fn service_from_env() -> Result<Arc<JobService>, String> {
-    let config = Config::from_env().map_err(|e| e.to_string())?;
-    let env = vacal_aws::AwsEnv::from_env().map_err(|e| e.to_string())?;
-    let clients = vacal_aws::Clients::from_env().await;
-    let ports = vacal_aws::ports(&clients, &env, &config);
-    Ok(Arc::new(JobService::new(ports, config)))
+    let deployment = vacal_aws::Deployment::from_env().await?;
+    Ok(Arc::new(JobService::new(
+        deployment.ports,
+        deployment.config,
+    )))
 }

@@ -3,7 +3,9 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    vacal_aws::init_lambda_tracing();
+    // The runtime's own subscriber: level from AWS_LAMBDA_LOG_LEVEL (the template's LogLevel),
+    // then RUST_LOG; JSON when AWS_LAMBDA_LOG_FORMAT is JSON (the template's LoggingConfig).
+    lambda_http::tracing::init_default_subscriber();
     let started = std::time::Instant::now();
     let service = vacal_api::service_from_env().await?;
     tracing::info!(

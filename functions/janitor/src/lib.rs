@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use vacal_aws::{DeadLetter, SqsDeadLetters};
 use vacal_core::domain::{ErrorDetails, JobStatus, LogEntry, LogLevel};
-use vacal_core::ports::{StoreError, StoreResult};
+use vacal_core::ports::{append_log_or_warn, StoreError, StoreResult};
 use vacal_core::service::finish_job;
 use vacal_core::worker::after_terminal;
 use vacal_core::{Config, Janitor, Ports};
@@ -77,12 +77,9 @@ impl Handler {
 
     /// The handler on DynamoDB, SQS and S3, configured from the environment.
     pub async fn from_env() -> Result<Arc<Handler>, String> {
-        let config = Config::from_env().map_err(|e| e.to_string())?;
-        let env = vacal_aws::AwsEnv::from_env().map_err(|e| e.to_string())?;
-        let clients = vacal_aws::Clients::from_env().await;
-        let ports = vacal_aws::ports(&clients, &env, &config);
-        let dead = SqsDeadLetters::new(clients.sqs.clone(), env.dead_letter_queues.clone());
-        Ok(Handler::new(ports, config, Arc::new(dead)))
+        let d = vacal_aws::Deployment::from_env().await?;
+        let dead = SqsDeadLetters::new(d.clients.sqs.clone(), d.env.dead_letter_queues.clone());
+        Ok(Handler::new(d.ports, d.config, Arc::new(dead)))
     }
 
     /// One pass. A storage error stops it (the next scheduled run retries); a dead letter
@@ -149,14 +146,13 @@ impl Handler {
             "janitor",
             format!("Job failed: {message}"),
         );
-        if let Err(e) = self
-            .ports
-            .store
-            .append_log(job_id, &entry, self.config.max_log_entries)
-            .await
-        {
-            tracing::warn!(job_id, error = %e, "could not write a job log entry");
-        }
+        append_log_or_warn(
+            self.ports.store.as_ref(),
+            job_id,
+            &entry,
+            self.config.max_log_entries,
+        )
+        .await;
         after_terminal(&self.ports, &self.config, &job).await?;
         Ok(true)
     }

@@ -5,7 +5,9 @@ use lambda_runtime::{service_fn, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    vacal_aws::init_lambda_tracing();
+    // The runtime's own subscriber: level from AWS_LAMBDA_LOG_LEVEL (the template's LogLevel),
+    // then RUST_LOG; JSON when AWS_LAMBDA_LOG_FORMAT is JSON (the template's LoggingConfig).
+    lambda_runtime::tracing::init_default_subscriber();
     let started = std::time::Instant::now();
     let handler = vacal_janitor::Handler::from_env().await?;
     tracing::info!(

@@ -53,12 +53,9 @@ impl Handler {
 
     /// The handler on DynamoDB, SQS and S3, configured from the environment.
     pub async fn from_env() -> Result<Arc<Handler>, String> {
-        let config = Config::from_env().map_err(|e| e.to_string())?;
-        let env = vacal_aws::AwsEnv::from_env().map_err(|e| e.to_string())?;
-        let clients = vacal_aws::Clients::from_env().await;
-        let ports = vacal_aws::ports(&clients, &env, &config);
+        let deployment = vacal_aws::Deployment::from_env().await?;
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Ok(Handler::new(ports, config, cpus))
+        Ok(Handler::new(deployment.ports, deployment.config, cpus))
     }
 
     /// Processes one record.

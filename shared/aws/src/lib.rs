@@ -21,17 +21,29 @@ pub use sqs::{Band, DeadLetter, JobMessage, QueueUrls, SqsDeadLetters, SqsQueue}
 use vacal_core::ports::{RandomIds, SystemClock};
 use vacal_core::{Config, Ports};
 
-/// The Lambda functions' logs: JSON lines on stderr (CloudWatch), level from `RUST_LOG`
-/// (default info), without timestamps because CloudWatch stamps every line.
-pub fn init_lambda_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .without_time()
-        .init();
+/// What every function builds once per init: the configuration, the resource names, the SDK
+/// clients and the core's ports on them.
+pub struct Deployment {
+    pub config: Config,
+    pub env: AwsEnv,
+    pub clients: Clients,
+    pub ports: Ports,
+}
+
+impl Deployment {
+    /// From the function's environment (see `template.yaml`); a missing variable is named.
+    pub async fn from_env() -> Result<Deployment, String> {
+        let config = Config::from_env().map_err(|e| e.to_string())?;
+        let env = AwsEnv::from_env().map_err(|e| e.to_string())?;
+        let clients = Clients::from_env().await;
+        let ports = ports(&clients, &env, &config);
+        Ok(Deployment {
+            config,
+            env,
+            clients,
+            ports,
+        })
+    }
 }
 
 /// Name of the table's global secondary index (listing jobs, the cache index).

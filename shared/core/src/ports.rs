@@ -197,6 +197,19 @@ pub trait JobQueue: Send + Sync {
     }
 }
 
+/// Appends one entry to a job's log. A lost log line must not fail the step that writes it,
+/// so a failure is traced and otherwise ignored.
+pub async fn append_log_or_warn<S: JobStore + ?Sized>(
+    store: &S,
+    job_id: &str,
+    entry: &LogEntry,
+    max_log_entries: u64,
+) {
+    if let Err(e) = store.append_log(job_id, entry, max_log_entries).await {
+        tracing::warn!(job_id, error = %e, "could not write a job log entry");
+    }
+}
+
 /// The default of [`JobStore::insert_job_queued`], step by step; also the fallback of
 /// stores that override it for a queue of their own.
 pub async fn insert_job_queued_in_steps<S: JobStore + ?Sized>(
@@ -211,9 +224,7 @@ pub async fn insert_job_queued_in_steps<S: JobStore + ?Sized>(
         .await
         .map_err(InsertQueuedError::NotStored)?;
     for entry in logs {
-        if let Err(e) = store.append_log(&job.job_id, entry, max_log_entries).await {
-            tracing::warn!(job_id = %job.job_id, error = %e, "could not write a job log entry");
-        }
+        append_log_or_warn(store, &job.job_id, entry, max_log_entries).await;
     }
     if job.queued {
         queue

@@ -13,8 +13,8 @@ use crate::domain::{
     timestamp, Batch, Job, JobProgress, JobStatus, JobType, LogEntry, LogLevel, TOTAL_STEPS,
 };
 use crate::ports::{
-    Clock, IdGenerator, InsertQueuedError, JobFilter, JobQueue, JobStore, ResultStore, StoreError,
-    Write,
+    append_log_or_warn, Clock, IdGenerator, InsertQueuedError, JobFilter, JobQueue, JobStore,
+    ResultStore, StoreError, Write,
 };
 use crate::query;
 use crate::validation::{validate_job_request, ValidJobRequest, ValidationError};
@@ -148,14 +148,13 @@ impl JobService {
 
     async fn log(&self, job_id: &str, level: LogLevel, component: &str, message: String) {
         let entry = LogEntry::new(self.now(), level, component, message);
-        if let Err(e) = self
-            .ports
-            .store
-            .append_log(job_id, &entry, self.config.max_log_entries)
-            .await
-        {
-            tracing::warn!(job_id, error = %e, "could not write a job log entry");
-        }
+        append_log_or_warn(
+            self.ports.store.as_ref(),
+            job_id,
+            &entry,
+            self.config.max_log_entries,
+        )
+        .await;
     }
 
     fn new_job(&self, valid: &ValidJobRequest, job_type: JobType, batch_id: Option<&str>) -> Job {

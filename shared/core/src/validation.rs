@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 use vacal_engine::data::STORED_ALGORITHMS;
 use vacal_engine::prepare::{counts_of, prepare};
 use vacal_engine::request::VaInput;
-use vacal_engine::{CalibrationRequest, EngineError, ENGINE_VERSION};
+use vacal_engine::{AgeGroup, CalibrationRequest, EngineError, ENGINE_VERSION};
 
 use crate::config::Config;
 
@@ -273,28 +273,66 @@ pub fn validate_job_request(
             "must be a JSON object",
         )));
     };
-    let priority = int_field(obj, "priority", 5, 1, 10).map_err(fail)? as u8;
+    let job = job_fields(obj, config).map_err(fail)?;
+    let engine_body = with_api_defaults(obj);
+    let has_missmat = engine_body.get("missmat").is_some_and(|m| !m.is_null());
+    check_algorithms(&engine_body, has_missmat).map_err(fail)?;
+    let parsed =
+        CalibrationRequest::from_json(&Value::Object(engine_body)).map_err(|e| fail(e.into()))?;
+    let normalised = normalise(&parsed, has_missmat, config).map_err(fail)?;
+    // Everything deterministic is checked now, so bad input is a 422, not a failed job.
+    prepare(&normalised).map_err(|e| fail(e.into()))?;
+
+    let request_json = normalised.to_json();
+    let key = cache_key(&normalised_json(&normalised, &request_json));
+    let ignored_fields = vacal_engine::request::unknown_fields(obj, &API_FIELDS)
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    Ok(ValidJobRequest {
+        age_group: normalised.age_group.map(|a| a.as_str().to_string()),
+        country: normalised.country.clone(),
+        request: normalised,
+        request_json,
+        cache_key: key,
+        priority: job.priority,
+        timeout_minutes: job.timeout_minutes,
+        use_cache: job.use_cache,
+        ignored_fields,
+    })
+}
+
+/// The fields about the job rather than the calibration.
+struct JobFields {
+    priority: u8,
+    timeout_minutes: u32,
+    use_cache: bool,
+}
+
+fn job_fields(obj: &Map<String, Value>, config: &Config) -> Result<JobFields, ValidationError> {
+    let priority = int_field(obj, "priority", 5, 1, 10)? as u8;
     let timeout_minutes = int_field(
         obj,
         "timeout_minutes",
         config.default_timeout_minutes as i64,
         1,
         config.max_timeout_minutes as i64,
-    )
-    .map_err(fail)? as u32;
+    )? as u32;
     let use_cache = match obj.get("use_cache") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
-        Some(_) => {
-            return Err(fail(ValidationError::single(
-                "use_cache",
-                "must be a boolean",
-            )))
-        }
+        Some(_) => return Err(ValidationError::single("use_cache", "must be a boolean")),
     };
+    Ok(JobFields {
+        priority,
+        timeout_minutes,
+        use_cache,
+    })
+}
 
-    // API defaults (§4): example data, neonate, Mozambique. An explicit null age group or
-    // country means "none" (custom classifiers with their own matrices).
+/// The body with the API's defaults (§4): example data, neonate, Mozambique. An explicit
+/// null age group or country means "none" (custom classifiers with their own matrices).
+fn with_api_defaults(obj: &Map<String, Value>) -> Map<String, Value> {
     let mut engine_body = obj.clone();
     for (field, default) in [
         ("va_data", json!({"insilicova": "use_example"})),
@@ -311,80 +349,49 @@ pub fn validate_job_request(
             _ => {}
         }
     }
-    let va = engine_body
-        .get("va_data")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    let has_missmat = engine_body.get("missmat").is_some_and(|m| !m.is_null());
-    for (algorithm, data) in &va {
+    engine_body
+}
+
+/// Algorithm names (stored ones unless the request brings its own matrices) and the API's
+/// own rules on each algorithm's data.
+fn check_algorithms(
+    engine_body: &Map<String, Value>,
+    has_missmat: bool,
+) -> Result<(), ValidationError> {
+    let Some(va) = engine_body.get("va_data").and_then(Value::as_object) else {
+        return Ok(());
+    };
+    for (algorithm, data) in va {
         if !has_missmat && !STORED_ALGORITHMS.contains(&algorithm.as_str()) {
-            return Err(fail(ValidationError::single(
+            return Err(ValidationError::single(
                 format!("va_data.{algorithm}"),
                 "unknown algorithm: use eava, insilicova or interva (other names need missmat)",
-            )));
+            ));
         }
-        check_api_data_rules(algorithm, data).map_err(fail)?;
+        check_api_data_rules(algorithm, data)?;
     }
+    Ok(())
+}
 
-    let parsed =
-        CalibrationRequest::from_json(&Value::Object(engine_body)).map_err(|e| fail(e.into()))?;
+/// The request as stored: every algorithm's data reduced to counts (in the age group's
+/// canonical cause order with the stored matrices), within the deaths limit, and the
+/// ensemble flag resolved.
+fn normalise(
+    parsed: &CalibrationRequest,
+    has_missmat: bool,
+    config: &Config,
+) -> Result<CalibrationRequest, ValidationError> {
     let mut normalised = parsed.clone();
     normalised.va_data.clear();
     for (algorithm, input) in &parsed.va_data {
-        let (causes, counts) =
-            counts_of(algorithm, input, parsed.age_group).map_err(|e| fail(e.into()))?;
-        // With the stored matrices, named counts are broad causes of the age group: any other
-        // name is refused, and missing ones count 0 (§4.2), in the canonical order.
+        let (causes, counts) = counts_of(algorithm, input, parsed.age_group)?;
         let (causes, counts) = match parsed.age_group {
             Some(age_group) if !has_missmat && parsed.studycause_map.is_none() => {
-                let canonical = age_group.causes();
-                let unknown: Vec<&String> =
-                    causes.iter().filter(|c| !canonical.contains(c)).collect();
-                if !unknown.is_empty() {
-                    return Err(fail(ValidationError::single(
-                        format!("va_data.{algorithm}"),
-                        format!(
-                            "unknown cause(s) {} for age group {} (expected {})",
-                            unknown
-                                .iter()
-                                .map(|c| format!("'{c}'"))
-                                .collect::<Vec<_>>()
-                                .join(", "),
-                            age_group.as_str(),
-                            canonical.join(", ")
-                        ),
-                    )));
-                }
-                let full: Vec<f64> = canonical
-                    .iter()
-                    .map(|c| {
-                        causes
-                            .iter()
-                            .position(|x| x == c)
-                            .map_or(0.0, |i| counts[i])
-                    })
-                    .collect();
-                (canonical.to_vec(), full)
+                canonical_counts(algorithm, age_group, &causes, &counts)?
             }
             _ => (causes, counts),
         };
-        let total: f64 = counts.iter().sum();
-        if total < 1.0 {
-            return Err(fail(ValidationError::single(
-                format!("va_data.{algorithm}"),
-                "has no deaths (after dropping Unspecified); at least one is needed",
-            )));
-        }
-        if total > config.max_deaths_per_request as f64 {
-            return Err(fail(ValidationError::single(
-                format!("va_data.{algorithm}"),
-                format!(
-                    "has {total} deaths; at most {} per algorithm",
-                    config.max_deaths_per_request
-                ),
-            )));
-        }
+        check_deaths(algorithm, &counts, config)?;
         normalised.va_data.push((
             algorithm.clone(),
             VaInput::Counts {
@@ -394,26 +401,65 @@ pub fn validate_job_request(
         ));
     }
     normalised.ensemble = Some(normalised.va_data.len() > 1 && parsed.ensemble.unwrap_or(true));
-    // Everything deterministic is checked now, so bad input is a 422, not a failed job.
-    prepare(&normalised).map_err(|e| fail(e.into()))?;
+    Ok(normalised)
+}
 
-    let request_json = normalised.to_json();
-    let key = cache_key(&normalised_json(&normalised, &request_json));
-    let ignored_fields = vacal_engine::request::unknown_fields(obj, &API_FIELDS)
-        .into_iter()
-        .map(str::to_string)
+/// With the stored matrices, named counts are broad causes of the age group: any other name
+/// is refused, and missing ones count 0 (§4.2), in the canonical order.
+fn canonical_counts(
+    algorithm: &str,
+    age_group: AgeGroup,
+    causes: &[String],
+    counts: &[f64],
+) -> Result<(Vec<String>, Vec<f64>), ValidationError> {
+    let canonical = age_group.causes();
+    let unknown: Vec<&String> = causes.iter().filter(|c| !canonical.contains(c)).collect();
+    if !unknown.is_empty() {
+        return Err(ValidationError::single(
+            format!("va_data.{algorithm}"),
+            format!(
+                "unknown cause(s) {} for age group {} (expected {})",
+                unknown
+                    .iter()
+                    .map(|c| format!("'{c}'"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                age_group.as_str(),
+                canonical.join(", ")
+            ),
+        ));
+    }
+    let full: Vec<f64> = canonical
+        .iter()
+        .map(|c| {
+            causes
+                .iter()
+                .position(|x| x == c)
+                .map_or(0.0, |i| counts[i])
+        })
         .collect();
-    Ok(ValidJobRequest {
-        age_group: normalised.age_group.map(|a| a.as_str().to_string()),
-        country: normalised.country.clone(),
-        request: normalised,
-        request_json,
-        cache_key: key,
-        priority,
-        timeout_minutes,
-        use_cache,
-        ignored_fields,
-    })
+    Ok((canonical.to_vec(), full))
+}
+
+/// At least one death, at most `max_deaths_per_request`, per algorithm.
+fn check_deaths(algorithm: &str, counts: &[f64], config: &Config) -> Result<(), ValidationError> {
+    let total: f64 = counts.iter().sum();
+    if total < 1.0 {
+        return Err(ValidationError::single(
+            format!("va_data.{algorithm}"),
+            "has no deaths (after dropping Unspecified); at least one is needed",
+        ));
+    }
+    if total > config.max_deaths_per_request as f64 {
+        return Err(ValidationError::single(
+            format!("va_data.{algorithm}"),
+            format!(
+                "has {total} deaths; at most {} per algorithm",
+                config.max_deaths_per_request
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

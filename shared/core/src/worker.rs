@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::domain::{
     CacheEntry, CacheInfo, ErrorDetails, Job, JobProgress, JobStatus, LogEntry, LogLevel,
 };
-use crate::ports::{CacheCounter, Delivery, StoreError, Write};
+use crate::ports::{append_log_or_warn, CacheCounter, Delivery, StoreError, Write};
 use crate::service::{finish_job, Ports};
 
 /// What to do with the message that carried a job.
@@ -49,13 +49,7 @@ async fn log(
     message: String,
 ) {
     let entry = LogEntry::new(ports.clock.now(), level, component, message);
-    if let Err(e) = ports
-        .store
-        .append_log(job_id, &entry, config.max_log_entries)
-        .await
-    {
-        tracing::warn!(job_id, error = %e, "could not write a job log entry");
-    }
+    append_log_or_warn(ports.store.as_ref(), job_id, &entry, config.max_log_entries).await;
 }
 
 /// Member indices in the order they may start: higher priority first, then submission order.

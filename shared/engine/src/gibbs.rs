@@ -1119,31 +1119,4 @@ mod tests {
         assert!(fails(&ok, &settings(0, 1, 1, 1)));
         assert!(fails(&ok, &settings(1, 1, 1, 0)));
     }
-
-    /// Throughput in sweeps per second on one thread. Run in release mode:
-    /// `cargo test --release -p vacal-engine --lib gibbs::tests::throughput -- --ignored --nocapture`
-    #[test]
-    #[ignore]
-    fn throughput() {
-        for (name, spec, sweeps) in [
-            (
-                "6 causes, 1 Dirichlet term (5 calibrated, 940 deaths)",
-                neonatal_like_spec(),
-                1_000_000,
-            ),
-            (
-                "9 causes, 3 Dirichlet terms (8 calibrated each)",
-                child_ensemble_spec(),
-                100_000,
-            ),
-        ] {
-            let mut s = settings(1, 0, sweeps, 1);
-            s.threads = Some(1);
-            let start = std::time::Instant::now();
-            let samples = sample_gibbs(&spec, &s, &never).unwrap();
-            let secs = start.elapsed().as_secs_f64();
-            assert_eq!(samples.chains[0].draws.len(), sweeps);
-            println!("{name}: {:.0} sweeps/s", sweeps as f64 / secs);
-        }
-    }
 }
