@@ -10,10 +10,12 @@ use rand::SeedableRng;
 
 use crate::diagnostics::diagnose_samples;
 use crate::error::{panic_message, EngineError};
-use crate::independence;
-use crate::mcmc::{McmcSettings, Samples};
+use crate::gibbs::GibbsSampler;
+use crate::independence::{self, IndependenceSampler};
+use crate::mcmc::{McmcSettings, Sampler, Samples};
 use crate::model::{AlgorithmTerm, Misclassification, ModelSpec};
 use crate::numeric::{quantile, smart_round};
+use crate::nuts::NutsSampler;
 use crate::pathcorr::{path_correct_dirichlet, path_correct_fixed};
 use crate::prepare::{prepare, NamedMatrix, Prepared};
 use crate::request::{CalibrationRequest, McmcRequest, MmatType, SamplerKind};
@@ -272,24 +274,6 @@ fn smallest_alpha(spec: &ModelSpec) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
-/// The sampler a fit runs with.
-#[derive(Debug, Clone, Copy)]
-enum Chosen {
-    Nuts,
-    Gibbs,
-    Independence(independence::Plan),
-}
-
-impl Chosen {
-    fn name(self) -> &'static str {
-        match self {
-            Chosen::Nuts => "nuts",
-            Chosen::Gibbs => "gibbs",
-            Chosen::Independence(_) => "independence",
-        }
-    }
-}
-
 fn run_sampler(
     spec: &ModelSpec,
     mcmc: &McmcRequest,
@@ -303,25 +287,19 @@ fn run_sampler(
         .terms
         .iter()
         .all(|t| t.counts.iter().all(|c| c.fract() == 0.0));
-    let chosen = match mcmc.sampler {
-        SamplerKind::Gibbs => Chosen::Gibbs,
-        SamplerKind::Nuts => Chosen::Nuts,
+    let chosen: &dyn Sampler = match mcmc.sampler {
+        SamplerKind::Gibbs => &GibbsSampler,
+        SamplerKind::Nuts => &NutsSampler,
         SamplerKind::Auto if whole_counts && smallest_alpha(spec) < AUTO_GIBBS_BELOW_ALPHA => {
             settings.thin *= AUTO_GIBBS_THIN as usize;
-            Chosen::Gibbs
+            &GibbsSampler
         }
         SamplerKind::Auto => match independence::plan(spec, settings.seed) {
-            Some(plan) => Chosen::Independence(plan),
-            None => Chosen::Nuts,
+            Some(plan) => &IndependenceSampler(plan),
+            None => &NutsSampler,
         },
     };
-    let samples = match chosen {
-        Chosen::Gibbs => crate::gibbs::sample_gibbs(spec, &settings, &cancel)?,
-        Chosen::Nuts => crate::nuts::sample_nuts(spec, &settings, &cancel)?,
-        Chosen::Independence(plan) => {
-            independence::sample_independence(spec, &settings, plan, &cancel)?
-        }
-    };
+    let samples = chosen.sample(spec, &settings, &cancel)?;
     let diag = diagnose_samples(&samples);
     let diagnostics = Diagnostics {
         sampler: chosen.name(),

@@ -17,11 +17,32 @@ use rand::rngs::ChaCha8Rng;
 use rand::{Rng, RngExt, SeedableRng};
 use rand_distr::{Binomial, Distribution, Gamma, Open01};
 
-use crate::mcmc::{run_chains, CancelCheck, ChainDraws, McmcSettings, SamplerError, Samples};
+use crate::mcmc::{
+    run_chains, CancelCheck, ChainDraws, McmcSettings, Sampler, SamplerError, Samples,
+};
 use crate::model::{Misclassification, ModelSpec};
 
 /// Sweeps between two polls of the cancel check.
 const CANCEL_POLL_SWEEPS: usize = 1000;
+
+/// The Gibbs sampler as a [`Sampler`].
+#[derive(Debug, Clone, Copy)]
+pub struct GibbsSampler;
+
+impl Sampler for GibbsSampler {
+    fn name(&self) -> &'static str {
+        "gibbs"
+    }
+
+    fn sample(
+        &self,
+        spec: &ModelSpec,
+        settings: &McmcSettings,
+        cancel: CancelCheck,
+    ) -> Result<Samples, SamplerError> {
+        sample_gibbs(spec, settings, cancel)
+    }
+}
 
 /// Draws from the posterior of `spec` with the data-augmentation Gibbs sampler.
 ///

@@ -27,7 +27,9 @@ use rand::{Rng, RngExt, SeedableRng};
 use rand_distr::{Open01, StandardNormal};
 
 use crate::density::{exp_nonpos, ln_normal};
-use crate::mcmc::{run_chains, CancelCheck, ChainDraws, McmcSettings, SamplerError, Samples};
+use crate::mcmc::{
+    run_chains, CancelCheck, ChainDraws, McmcSettings, Sampler, SamplerError, Samples,
+};
 use crate::model::{Misclassification, ModelSpec};
 
 /// Proposals in the pilot run that decides whether this sampler is worth using.
@@ -402,6 +404,25 @@ pub fn plan(spec: &ModelSpec, seed: u64) -> Option<Plan> {
         acceptance,
         steps: (ACCEPTED_MOVES_PER_DRAW / acceptance).ceil() as usize,
     })
+}
+
+/// The independence sampler with the plan its pilot found, as a [`Sampler`].
+#[derive(Debug, Clone, Copy)]
+pub struct IndependenceSampler(pub Plan);
+
+impl Sampler for IndependenceSampler {
+    fn name(&self) -> &'static str {
+        "independence"
+    }
+
+    fn sample(
+        &self,
+        spec: &ModelSpec,
+        settings: &McmcSettings,
+        cancel: CancelCheck,
+    ) -> Result<Samples, SamplerError> {
+        sample_independence(spec, settings, self.0, cancel)
+    }
 }
 
 /// Draws `p` from the posterior of `spec` with `plan.steps × settings.thin` Metropolis steps

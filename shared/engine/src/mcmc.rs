@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use crate::error::panic_message;
+use crate::model::ModelSpec;
 
 /// Settings of one sampler run. Chains run in parallel threads; chain `c` draws all its random
 /// numbers from an RNG seeded by `(seed, c)`, so results do not depend on `threads`.
@@ -53,6 +54,19 @@ pub enum SamplerError {
 /// Polled by samplers between iterations (from any thread); `true` stops the run with
 /// `SamplerError::Cancelled`.
 pub type CancelCheck<'a> = &'a (dyn Fn() -> bool + Sync);
+
+/// A production sampler: the model and settings in, draws of `p` out, `cancel` polled between
+/// iterations. The caller computes diagnostics from the draws, the same way for every sampler.
+pub trait Sampler {
+    /// The name a fit's diagnostics report.
+    fn name(&self) -> &'static str;
+    fn sample(
+        &self,
+        spec: &ModelSpec,
+        settings: &McmcSettings,
+        cancel: CancelCheck,
+    ) -> Result<Samples, SamplerError>;
+}
 
 /// Runs `chain(c, stop)` for every chain `c` on up to `settings.threads` threads and returns
 /// the chains' results in chain order, whatever the scheduling. A chain that fails or sees the

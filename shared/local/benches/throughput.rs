@@ -1,5 +1,5 @@
-//! Create throughput on the SQLite store: `cargo test -p vacal-local --release --test
-//! throughput -- --ignored --nocapture`. Ignored by default: it measures, it does not check.
+//! Create throughput on the SQLite store: `cargo bench -p vacal-local --bench throughput`.
+//! It measures, it does not check.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,8 +57,15 @@ where
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore]
+fn main() {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(create_throughput());
+}
+
 async fn create_throughput() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = vacal_local::open(dir.path()).unwrap();
