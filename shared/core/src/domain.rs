@@ -3,6 +3,8 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+/// The wire types the domain shares with the API, defined once in the contract.
+pub use vacal_contract::{ErrorDetails, JobStatus, JobType, LogLevel};
 
 /// Steps of a job's progress (api-reference §6.3); `total_steps` is always 5.
 pub const TOTAL_STEPS: u32 = 5;
@@ -10,73 +12,6 @@ pub const TOTAL_STEPS: u32 = 5;
 /// RFC 3339 in UTC with a `Z` and microseconds, the API's timestamp format.
 pub fn timestamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobStatus {
-    Pending,
-    Running,
-    Success,
-    Failed,
-    Cancelled,
-    Timeout,
-}
-
-impl JobStatus {
-    pub const ALL: [JobStatus; 6] = [
-        JobStatus::Pending,
-        JobStatus::Running,
-        JobStatus::Success,
-        JobStatus::Failed,
-        JobStatus::Cancelled,
-        JobStatus::Timeout,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobStatus::Pending => "pending",
-            JobStatus::Running => "running",
-            JobStatus::Success => "success",
-            JobStatus::Failed => "failed",
-            JobStatus::Cancelled => "cancelled",
-            JobStatus::Timeout => "timeout",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<JobStatus> {
-        JobStatus::ALL.into_iter().find(|x| x.as_str() == s)
-    }
-
-    pub fn is_terminal(self) -> bool {
-        !matches!(self, JobStatus::Pending | JobStatus::Running)
-    }
-
-    /// The legal transitions of §6.1: terminal states never change, nothing goes back to
-    /// pending.
-    pub fn can_become(self, next: JobStatus) -> bool {
-        match self {
-            JobStatus::Pending => next != JobStatus::Pending,
-            JobStatus::Running => !matches!(next, JobStatus::Pending | JobStatus::Running),
-            _ => false,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobType {
-    Calibration,
-    BatchCalibration,
-}
-
-impl JobType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobType::Calibration => "calibration",
-            JobType::BatchCalibration => "batch_calibration",
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,13 +27,6 @@ impl JobProgress {
             step_name: step_name.to_string(),
         }
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ErrorDetails {
-    pub error_type: String,
-    pub error_message: String,
-    pub traceback: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -175,40 +103,6 @@ pub struct Batch {
     pub running: Vec<String>,
     pub expires_at: DateTime<Utc>,
     pub version: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogLevel {
-    Debug,
-    Info,
-    Warning,
-    Error,
-    Critical,
-}
-
-impl LogLevel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LogLevel::Debug => "debug",
-            LogLevel::Info => "info",
-            LogLevel::Warning => "warning",
-            LogLevel::Error => "error",
-            LogLevel::Critical => "critical",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<LogLevel> {
-        [
-            LogLevel::Debug,
-            LogLevel::Info,
-            LogLevel::Warning,
-            LogLevel::Error,
-            LogLevel::Critical,
-        ]
-        .into_iter()
-        .find(|l| l.as_str() == s)
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

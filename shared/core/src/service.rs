@@ -8,6 +8,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
+use vacal_contract::BatchStatus;
+
 use crate::config::Config;
 use crate::domain::{
     timestamp, Batch, Job, JobProgress, JobStatus, JobType, LogEntry, LogLevel, TOTAL_STEPS,
@@ -105,27 +107,6 @@ fn log_json(entry: &LogEntry) -> Value {
         "component": entry.component,
         "data": entry.data,
     })
-}
-
-/// Counts and overall status of a batch (§8.2), from its members' statuses.
-pub fn batch_status_of(fail_fast: bool, statuses: &[JobStatus]) -> &'static str {
-    use JobStatus::*;
-    let all = |s: JobStatus| statuses.iter().all(|x| *x == s);
-    if all(Success) {
-        "completed"
-    } else if fail_fast && statuses.iter().any(|s| matches!(s, Failed | Timeout)) {
-        "failed"
-    } else if all(Cancelled) {
-        "cancelled"
-    } else if all(Pending) {
-        "pending"
-    } else if statuses.iter().any(|s| !s.is_terminal()) {
-        "running"
-    } else if statuses.contains(&Success) {
-        "partial"
-    } else {
-        "failed"
-    }
 }
 
 pub struct JobService {
@@ -644,7 +625,7 @@ impl JobService {
             "running_jobs": count(&|s| s == JobStatus::Running),
             "pending_jobs": count(&|s| s == JobStatus::Pending),
             "cancelled_jobs": count(&|s| s == JobStatus::Cancelled),
-            "batch_status": batch_status_of(batch.fail_fast, &statuses),
+            "batch_status": BatchStatus::of(batch.fail_fast, &statuses),
             "job_statuses": items,
         }))
     }
@@ -862,22 +843,5 @@ pub async fn finish_job(
         if ports.store.update_job(&job).await? == Write::Done {
             return Ok(Some((job, true)));
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use JobStatus::*;
-
-    #[test]
-    fn batch_status_follows_the_documented_order() {
-        assert_eq!(batch_status_of(false, &[Success, Success]), "completed");
-        assert_eq!(batch_status_of(true, &[Failed, Running]), "failed");
-        assert_eq!(batch_status_of(false, &[Failed, Running]), "running");
-        assert_eq!(batch_status_of(false, &[Cancelled, Cancelled]), "cancelled");
-        assert_eq!(batch_status_of(false, &[Pending, Pending]), "pending");
-        assert_eq!(batch_status_of(false, &[Success, Timeout]), "partial");
-        assert_eq!(batch_status_of(false, &[Failed, Cancelled]), "failed");
     }
 }

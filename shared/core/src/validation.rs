@@ -11,12 +11,7 @@ use vacal_engine::{AgeGroup, CalibrationRequest, EngineError, ENGINE_VERSION};
 
 use crate::config::Config;
 
-/// One offending field.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
+pub use vacal_contract::FieldError;
 
 /// A refused request (a 422), with every field that was found wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]

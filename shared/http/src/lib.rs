@@ -13,7 +13,8 @@ mod handlers;
 pub mod middleware;
 pub mod openapi;
 pub mod rate_limit;
-pub mod schema;
+/// The wire types, from the contract (kept under this name for the handlers and clients).
+pub use vacal_contract as schema;
 
 use std::sync::Arc;
 

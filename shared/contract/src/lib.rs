@@ -1,7 +1,9 @@
-//! Request and response bodies of the API as types, for the OpenAPI document and for typed
-//! clients. Core builds responses as JSON values; these types describe them (the tests
-//! deserialize real responses into them and check the document's required fields), so a
-//! drift between the two shows up as a failing test.
+//! vacal-contract: the API's wire format (api-reference.md), request and response bodies,
+//! query parameters and errors as types, each defined once, for the OpenAPI document, the
+//! domain's enums (job status and type, log level, error details, field errors) and typed
+//! clients. No I/O. Core still builds most responses as JSON values; these types describe
+//! them (the tests deserialize real responses into them and check the document's required
+//! fields), so a drift between the two shows up as a failing test.
 //!
 //! Fields that are always present but may be `null` are `Option` with `required = true`.
 
@@ -33,7 +35,7 @@ pub struct ErrorResponse {
 }
 
 /// One offending field of a 422.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct FieldError {
     #[schema(example = "va_data")]
     pub field: String,
@@ -42,7 +44,7 @@ pub struct FieldError {
 }
 
 /// Job statuses (§6.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     Pending,
@@ -53,11 +55,60 @@ pub enum JobStatus {
     Timeout,
 }
 
+impl JobStatus {
+    pub const ALL: [JobStatus; 6] = [
+        JobStatus::Pending,
+        JobStatus::Running,
+        JobStatus::Success,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+        JobStatus::Timeout,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Pending => "pending",
+            JobStatus::Running => "running",
+            JobStatus::Success => "success",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+            JobStatus::Timeout => "timeout",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobStatus> {
+        JobStatus::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, JobStatus::Pending | JobStatus::Running)
+    }
+
+    /// The legal transitions of §6.1: terminal states never change, nothing goes back to
+    /// pending.
+    pub fn can_become(self, next: JobStatus) -> bool {
+        match self {
+            JobStatus::Pending => next != JobStatus::Pending,
+            JobStatus::Running => !matches!(next, JobStatus::Pending | JobStatus::Running),
+            _ => false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobType {
     Calibration,
     BatchCalibration,
+}
+
+impl JobType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobType::Calibration => "calibration",
+            JobType::BatchCalibration => "batch_calibration",
+        }
+    }
 }
 
 /// `neonate` (0–27 days) or `child` (1–59 months).
@@ -68,7 +119,8 @@ pub enum AgeGroup {
     Child,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// Ordered by severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
     Debug,
@@ -76,6 +128,30 @@ pub enum LogLevel {
     Warning,
     Error,
     Critical,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warning => "warning",
+            LogLevel::Error => "error",
+            LogLevel::Critical => "critical",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<LogLevel> {
+        [
+            LogLevel::Debug,
+            LogLevel::Info,
+            LogLevel::Warning,
+            LogLevel::Error,
+            LogLevel::Critical,
+        ]
+        .into_iter()
+        .find(|l| l.as_str() == s)
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -474,6 +550,29 @@ pub enum BatchStatus {
     Cancelled,
 }
 
+impl BatchStatus {
+    /// The overall status of a batch (§8.2), from its members' statuses.
+    pub fn of(fail_fast: bool, statuses: &[JobStatus]) -> BatchStatus {
+        use JobStatus::*;
+        let all = |s: JobStatus| statuses.iter().all(|x| *x == s);
+        if all(Success) {
+            BatchStatus::Completed
+        } else if fail_fast && statuses.iter().any(|s| matches!(s, Failed | Timeout)) {
+            BatchStatus::Failed
+        } else if all(Cancelled) {
+            BatchStatus::Cancelled
+        } else if all(Pending) {
+            BatchStatus::Pending
+        } else if statuses.iter().any(|s| !s.is_terminal()) {
+            BatchStatus::Running
+        } else if statuses.contains(&Success) {
+            BatchStatus::Partial
+        } else {
+            BatchStatus::Failed
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct BatchMemberStatus {
     pub job_id: String,
@@ -774,4 +873,55 @@ pub struct RetryParams {
     /// 1–120; default: the original job's.
     #[param(minimum = 1, maximum = 120)]
     pub new_timeout: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use JobStatus::*;
+
+    #[test]
+    fn batch_status_follows_the_documented_order() {
+        assert_eq!(
+            BatchStatus::of(false, &[Success, Success]),
+            BatchStatus::Completed
+        );
+        assert_eq!(
+            BatchStatus::of(true, &[Failed, Running]),
+            BatchStatus::Failed
+        );
+        assert_eq!(
+            BatchStatus::of(false, &[Failed, Running]),
+            BatchStatus::Running
+        );
+        assert_eq!(
+            BatchStatus::of(false, &[Cancelled, Cancelled]),
+            BatchStatus::Cancelled
+        );
+        assert_eq!(
+            BatchStatus::of(false, &[Pending, Pending]),
+            BatchStatus::Pending
+        );
+        assert_eq!(
+            BatchStatus::of(false, &[Success, Timeout]),
+            BatchStatus::Partial
+        );
+        assert_eq!(
+            BatchStatus::of(false, &[Failed, Cancelled]),
+            BatchStatus::Failed
+        );
+    }
+
+    #[test]
+    fn terminal_statuses_never_change_and_nothing_returns_to_pending() {
+        for s in JobStatus::ALL {
+            assert_eq!(JobStatus::parse(s.as_str()), Some(s));
+            assert!(!s.can_become(Pending), "{s:?}");
+            if s.is_terminal() {
+                assert!(JobStatus::ALL.iter().all(|n| !s.can_become(*n)), "{s:?}");
+            }
+        }
+        assert!(Pending.can_become(Running) && Running.can_become(Success));
+        assert!(!Running.can_become(Running));
+    }
 }
