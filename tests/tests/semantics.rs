@@ -62,16 +62,13 @@ fn body(timeout_minutes: u32, priority: u8) -> Value {
 }
 
 async fn status_of(s: &Setup, id: &str) -> Value {
-    s.service.job_status(id, &HashMap::new()).await.unwrap()
+    serde_json::to_value(s.service.job_status(id, &HashMap::new()).await.unwrap()).unwrap()
 }
 
 #[tokio::test]
 async fn an_overdue_job_times_out_without_a_worker_and_no_late_result_overwrites_it() {
     let s = setup();
-    let id = s.service.create_job(&body(1, 5)).await.unwrap()["job_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = s.service.create_job(&body(1, 5)).await.unwrap().job_id;
     assert!(s.janitor.tick().await.unwrap().timed_out.is_empty());
     s.clock.advance(chrono::Duration::seconds(61));
     let report = s.janitor.tick().await.unwrap();
@@ -170,7 +167,7 @@ async fn higher_priority_jobs_are_delivered_first_fifo_within_a_priority() {
     let mut ids = Vec::new();
     for priority in [1, 10, 5, 10] {
         let created = s.service.create_job(&body(30, priority)).await.unwrap();
-        ids.push(created["job_id"].as_str().unwrap().to_string());
+        ids.push(created.job_id);
     }
     let order: Vec<String> = s
         .ports

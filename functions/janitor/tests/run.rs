@@ -78,8 +78,7 @@ fn setup() -> Setup {
 
 impl Setup {
     async fn create(&self) -> String {
-        let created = self.service.create_job(&json!({})).await.unwrap();
-        created["job_id"].as_str().unwrap().to_string()
+        self.service.create_job(&json!({})).await.unwrap().job_id
     }
 }
 
@@ -166,7 +165,7 @@ async fn dead_lettered_jobs_end_failed_with_the_reason() {
     // The API shows the failure.
     let status = s.service.job_status(&poisoned, &Default::default()).await;
     let status = status.expect("status");
-    assert_eq!(status["status"], "failed", "{status}");
+    assert_eq!(status.status, JobStatus::Failed, "{status:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

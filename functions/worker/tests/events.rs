@@ -150,12 +150,11 @@ fn quick_request() -> Value {
 
 impl Setup {
     async fn create(&self) -> String {
-        let created = self
-            .service
+        self.service
             .create_job(&quick_request())
             .await
-            .expect("create_job");
-        created["job_id"].as_str().unwrap().to_string()
+            .expect("create_job")
+            .job_id
     }
 
     /// Takes the create's own message off the local queue: the test delivers by event.

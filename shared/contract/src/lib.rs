@@ -370,8 +370,10 @@ pub struct JobLogEntry {
 /// Present when the job succeeded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ResultSummary {
-    /// Keys of `result.calibrated`, `ensemble` included.
-    pub algorithms_processed: u32,
+    /// Keys of `result.calibrated`, `ensemble` included; null if the stored result cannot
+    /// be read.
+    #[schema(required = true)]
+    pub algorithms_processed: Option<u32>,
     #[schema(required = true)]
     pub age_group: Option<String>,
     #[schema(required = true)]

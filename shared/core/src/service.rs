@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use vacal_contract::BatchStatus;
+use vacal_contract::{self as wire, BatchStatus};
 
 use crate::config::Config;
 use crate::domain::{
@@ -74,39 +74,44 @@ fn std_duration(d: Duration) -> chrono::Duration {
 }
 
 /// `JobMetadata` (§5.3), with the additive `batch_id`.
+pub fn metadata(job: &Job) -> wire::JobMetadata {
+    wire::JobMetadata {
+        job_id: job.job_id.clone(),
+        job_type: job.job_type,
+        created_at: timestamp(job.created_at),
+        started_at: job.started_at.map(timestamp),
+        completed_at: job.completed_at.map(timestamp),
+        timeout_at: timestamp(job.timeout_at),
+        priority: job.priority,
+        retry_count: job.retry_count,
+        max_retries: job.max_retries,
+        batch_id: job.batch_id.clone(),
+    }
+}
+
+/// [`metadata`] inside the responses still built as JSON values.
 pub fn metadata_json(job: &Job) -> Value {
-    json!({
-        "job_id": job.job_id,
-        "job_type": job.job_type.as_str(),
-        "created_at": timestamp(job.created_at),
-        "started_at": ts(job.started_at),
-        "completed_at": ts(job.completed_at),
-        "timeout_at": timestamp(job.timeout_at),
-        "priority": job.priority,
-        "retry_count": job.retry_count,
-        "max_retries": job.max_retries,
-        "batch_id": job.batch_id,
-    })
+    json!(metadata(job))
 }
 
-fn progress_json(p: &JobProgress) -> Value {
-    json!({
-        "current_step": p.current_step,
-        "total_steps": TOTAL_STEPS,
-        "step_name": p.step_name,
-        "progress_percentage": f64::from(p.current_step) / f64::from(TOTAL_STEPS) * 100.0,
-        "estimated_completion": null,
-    })
+fn progress(p: &JobProgress) -> wire::JobProgress {
+    wire::JobProgress {
+        current_step: p.current_step,
+        total_steps: TOTAL_STEPS,
+        step_name: p.step_name.clone(),
+        progress_percentage: f64::from(p.current_step) / f64::from(TOTAL_STEPS) * 100.0,
+        estimated_completion: None,
+    }
 }
 
-fn log_json(entry: &LogEntry) -> Value {
-    json!({
-        "timestamp": timestamp(entry.timestamp),
-        "level": entry.level.as_str(),
-        "message": entry.message,
-        "component": entry.component,
-        "data": entry.data,
-    })
+fn log_entry(entry: &LogEntry) -> wire::JobLogEntry {
+    wire::JobLogEntry {
+        timestamp: timestamp(entry.timestamp),
+        level: entry.level,
+        message: entry.message.clone(),
+        component: entry.component.clone(),
+        data: entry.data.clone(),
+    }
 }
 
 pub struct JobService {
@@ -244,7 +249,7 @@ impl JobService {
     }
 
     /// POST /api/v1/calibrate/async
-    pub async fn create_job(&self, body: &Value) -> ServiceResult<Value> {
+    pub async fn create_job(&self, body: &Value) -> ServiceResult<wire::JobCreatedResponse> {
         if !body.is_object() {
             return Err(ServiceError::BadRequest(
                 "Request body must be a JSON object".into(),
@@ -253,7 +258,10 @@ impl JobService {
         let valid = validate_job_request(body, &self.config, "")?;
         let job = self.new_job(&valid, JobType::Calibration, None);
         let job = self.submit(job, &valid, false).await?;
-        Ok(json!({"job_id": job.job_id, "status": "created"}))
+        Ok(wire::JobCreatedResponse {
+            job_id: job.job_id,
+            status: "created".into(),
+        })
     }
 
     async fn existing_job(&self, job_id: &str) -> ServiceResult<Job> {
@@ -269,7 +277,7 @@ impl JobService {
         &self,
         job_id: &str,
         params: &HashMap<String, String>,
-    ) -> ServiceResult<Value> {
+    ) -> ServiceResult<wire::JobStatusResponse> {
         let q = query::status_query(params)?;
         let job = self.existing_job(job_id).await?;
         let logs = self
@@ -282,29 +290,29 @@ impl JobService {
                 .result_of(&job)
                 .await
                 .ok()
-                .and_then(|r| r["calibrated"].as_object().map(|m| m.len()));
-            json!({
-                "algorithms_processed": algorithms,
-                "age_group": job.age_group,
-                "country": job.country,
-                "completion_time": ts(job.completed_at),
+                .and_then(|r| r["calibrated"].as_object().map(|m| m.len() as u32));
+            Some(wire::ResultSummary {
+                algorithms_processed: algorithms,
+                age_group: job.age_group.clone(),
+                country: job.country.clone(),
+                completion_time: job.completed_at.map(timestamp),
             })
         } else {
-            Value::Null
+            None
         };
         let error_details = match (&job.error, job.status) {
-            (Some(e), JobStatus::Failed | JobStatus::Timeout) => json!(e),
-            _ => Value::Null,
+            (Some(e), JobStatus::Failed | JobStatus::Timeout) => Some(e.clone()),
+            _ => None,
         };
-        Ok(json!({
-            "job_id": job.job_id,
-            "status": job.status.as_str(),
-            "progress": progress_json(&job.progress),
-            "metadata": metadata_json(&job),
-            "logs": logs.iter().map(log_json).collect::<Vec<_>>(),
-            "result_summary": result_summary,
-            "error_details": error_details,
-        }))
+        Ok(wire::JobStatusResponse {
+            progress: Some(progress(&job.progress)),
+            metadata: metadata(&job),
+            logs: logs.iter().map(log_entry).collect(),
+            job_id: job.job_id,
+            status: job.status,
+            result_summary,
+            error_details,
+        })
     }
 
     async fn result_of(&self, job: &Job) -> ServiceResult<Value> {
@@ -376,7 +384,7 @@ impl JobService {
     }
 
     /// DELETE /api/v1/calibrate/{job_id}
-    pub async fn cancel_job(&self, job_id: &str) -> ServiceResult<Value> {
+    pub async fn cancel_job(&self, job_id: &str) -> ServiceResult<wire::CancelResponse> {
         let now = self.now();
         let Some((job, changed)) = self
             .finish(job_id, JobStatus::Cancelled, |j| j.completed_at = Some(now))
@@ -398,11 +406,14 @@ impl JobService {
         )
         .await;
         crate::worker::after_terminal(&self.ports, &self.config, &job).await?;
-        Ok(json!({"job_id": job_id, "status": "cancelled"}))
+        Ok(wire::CancelResponse {
+            job_id: job_id.to_string(),
+            status: "cancelled".into(),
+        })
     }
 
     /// DELETE /api/v1/jobs/{job_id}: cancels an unfinished job, then removes it.
-    pub async fn delete_job(&self, job_id: &str) -> ServiceResult<Value> {
+    pub async fn delete_job(&self, job_id: &str) -> ServiceResult<wire::DeleteJobResponse> {
         let job = self.existing_job(job_id).await?;
         if !job.status.is_terminal() {
             let now = self.now();
@@ -414,7 +425,11 @@ impl JobService {
             }
         }
         let deleted = self.ports.store.delete_job(job_id).await?;
-        Ok(json!({"job_id": job_id, "status": "deleted", "deleted_keys": deleted}))
+        Ok(wire::DeleteJobResponse {
+            job_id: job_id.to_string(),
+            status: "deleted".into(),
+            deleted_keys: deleted,
+        })
     }
 
     /// DELETE /api/v1/jobs/clear/all

@@ -16,6 +16,8 @@ use crate::schema::*;
 
 type Service = State<Arc<JobService>>;
 type ApiResult = Result<Json<Value>, ApiError>;
+/// A handler whose response body is a contract type.
+type Typed<T> = Result<Json<T>, ApiError>;
 
 /// The OpenAPI document, serialized once when the router is built.
 #[derive(Clone)]
@@ -56,7 +58,10 @@ pub async fn openapi_json(Extension(doc): Extension<OpenApiJson>) -> Response {
         (status = 415, description = "Content-Type is not JSON", body = ErrorResponse),
         (status = 422, description = "Invalid request (§4)", body = ErrorResponse),
     ))]
-pub async fn create_job(State(s): Service, JsonObject(body): JsonObject) -> ApiResult {
+pub async fn create_job(
+    State(s): Service,
+    JsonObject(body): JsonObject,
+) -> Typed<JobCreatedResponse> {
     Ok(Json(s.create_job(&body).await?))
 }
 
@@ -68,7 +73,11 @@ pub async fn create_job(State(s): Service, JsonObject(body): JsonObject) -> ApiR
         (status = 404, description = "Unknown job", body = ErrorResponse),
         (status = 422, description = "Bad query parameter (checked before the job is looked up)", body = ErrorResponse),
     ))]
-pub async fn job_status(State(s): Service, PathId(id): PathId, QueryMap(q): QueryMap) -> ApiResult {
+pub async fn job_status(
+    State(s): Service,
+    PathId(id): PathId,
+    QueryMap(q): QueryMap,
+) -> Typed<JobStatusResponse> {
     Ok(Json(s.job_status(&id, &q).await?))
 }
 
@@ -92,7 +101,7 @@ pub async fn job_result(State(s): Service, PathId(id): PathId) -> ApiResult {
         (status = 404, description = "Unknown job", body = ErrorResponse),
         (status = 409, description = "Job already terminal", body = ErrorResponse),
     ))]
-pub async fn cancel_job(State(s): Service, PathId(id): PathId) -> ApiResult {
+pub async fn cancel_job(State(s): Service, PathId(id): PathId) -> Typed<CancelResponse> {
     Ok(Json(s.cancel_job(&id).await?))
 }
 
@@ -190,7 +199,7 @@ pub async fn metrics(State(s): Service, QueryMap(q): QueryMap) -> ApiResult {
         (status = 200, description = "Job deleted", body = DeleteJobResponse),
         (status = 404, description = "Unknown job", body = ErrorResponse),
     ))]
-pub async fn delete_job(State(s): Service, PathId(id): PathId) -> ApiResult {
+pub async fn delete_job(State(s): Service, PathId(id): PathId) -> Typed<DeleteJobResponse> {
     Ok(Json(s.delete_job(&id).await?))
 }
 

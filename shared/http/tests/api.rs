@@ -64,7 +64,7 @@ async fn a_job_runs_from_creation_to_result() {
     let progress = done.progress.unwrap();
     assert_eq!((progress.current_step, progress.total_steps), (5, 5));
     assert_eq!(progress.step_name, "Completed");
-    assert_eq!(done.result_summary.unwrap().algorithms_processed, 1);
+    assert_eq!(done.result_summary.unwrap().algorithms_processed, Some(1));
     assert!(done.error_details.is_none());
     assert!(done.metadata.started_at.is_some() && done.metadata.completed_at.is_some());
 
