@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use vacal_core::domain::JobStatus;
+use vacal_core::domain::{BatchStatus, JobStatus};
 use vacal_core::ports::{Clock, RandomIds};
 use vacal_core::service::finish_job;
 use vacal_core::{Config, Janitor, JobService, Ports};
@@ -111,8 +111,7 @@ async fn fail_fast_cancels_the_other_members_when_one_times_out() {
         }))
         .await
         .unwrap();
-    let batch_id = batch["batch_id"].as_str().unwrap().to_string();
-    let ids: Vec<String> = serde_json::from_value(batch["job_ids"].clone()).unwrap();
+    let (batch_id, ids) = (batch.batch_id, batch.job_ids);
     s.clock.advance(chrono::Duration::seconds(61));
     s.janitor.tick().await.unwrap();
     assert_eq!(status_of(&s, &ids[0]).await["status"], "timeout");
@@ -130,9 +129,9 @@ async fn fail_fast_cancels_the_other_members_when_one_times_out() {
             .any(|l| l["message"] == expected.as_str() && l["level"] == "warning"));
     }
     let status = s.service.batch_status(&batch_id).await.unwrap();
-    assert_eq!(status["batch_status"], "failed");
-    assert_eq!(status["failed_jobs"], 1);
-    assert_eq!(status["cancelled_jobs"], 2);
+    assert_eq!(status.batch_status, BatchStatus::Failed);
+    assert_eq!(status.failed_jobs, 1);
+    assert_eq!(status.cancelled_jobs, 2);
 }
 
 #[tokio::test]
@@ -143,7 +142,7 @@ async fn without_fail_fast_the_other_members_go_on() {
         .create_batch(&json!({"jobs": [body(1, 5), body(60, 5)], "parallel_limit": 1}))
         .await
         .unwrap();
-    let ids: Vec<String> = serde_json::from_value(batch["job_ids"].clone()).unwrap();
+    let ids = batch.job_ids;
     s.clock.advance(chrono::Duration::seconds(61));
     s.janitor.tick().await.unwrap();
     assert_eq!(status_of(&s, &ids[0]).await["status"], "timeout");

@@ -586,7 +586,7 @@ pub struct BatchMemberStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct BatchStatusResponse {
     pub batch_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(required = true)]
     pub batch_name: Option<String>,
     pub total_jobs: u32,
     /// Members in `success`.
@@ -605,29 +605,17 @@ pub struct BatchStatusResponse {
 // Listing (§9), cache (§7), health and metrics (§10), extras (§5.1)
 // ---------------------------------------------------------------------------------------
 
-/// A `JobMetadata` with the job's status, age group and country.
+/// A `JobMetadata` with the job's status, age group and country (after the metadata's fields
+/// on the wire).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JobListItem {
-    pub job_id: String,
-    pub job_type: JobType,
+    #[serde(flatten)]
+    pub metadata: JobMetadata,
     pub status: JobStatus,
-    #[schema(format = DateTime)]
-    pub created_at: String,
-    #[schema(required = true, format = DateTime)]
-    pub started_at: Option<String>,
-    #[schema(required = true, format = DateTime)]
-    pub completed_at: Option<String>,
-    #[schema(format = DateTime)]
-    pub timeout_at: String,
-    pub priority: u8,
-    pub retry_count: u32,
-    pub max_retries: u32,
     #[schema(required = true)]
     pub age_group: Option<String>,
     #[schema(required = true)]
     pub country: Option<String>,
-    #[schema(required = true)]
-    pub batch_id: Option<String>,
 }
 
 /// `GET /api/v1/jobs` → 200. Newest first.
@@ -669,12 +657,12 @@ pub struct CacheClearResponse {
 pub struct QueueStats {
     /// Jobs currently `pending`.
     pub pending_jobs: u64,
+    /// Jobs currently `running`.
+    pub running_jobs: u64,
     /// Same number as `cache/stats.total_cached_results`.
     pub cached_results: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub running_jobs: Option<u64>,
-    /// Messages waiting or in flight, when the queue could tell.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Messages waiting or in flight; null when the queue could not tell.
+    #[schema(required = true)]
     pub queue_depth: Option<u64>,
 }
 
@@ -688,10 +676,10 @@ pub struct HealthResponse {
     pub redis: String,
     /// Execution health (name kept for compatibility): `healthy` | `no_workers` | `unhealthy`.
     pub celery: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub storage: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub worker: Option<String>,
+    /// `healthy` (a 200 means storage answered).
+    pub storage: String,
+    /// Same as `celery`.
+    pub worker: String,
     pub queue_stats: QueueStats,
     #[schema(format = DateTime)]
     pub timestamp: String,
@@ -718,13 +706,40 @@ pub struct MetricsResponse {
     pub total_jobs: u64,
     /// Percent of finished jobs that succeeded.
     pub success_rate: f64,
-    pub average_duration_seconds: f64,
-    pub cache_hit_rate: f64,
     /// Percent of finished jobs that failed or timed out.
     pub error_rate: f64,
+    pub average_duration_seconds: f64,
+    pub cache_hit_rate: f64,
     /// Jobs per status (additive).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status_counts: Option<BTreeMap<String, u64>>,
+    pub status_counts: StatusCounts,
+}
+
+/// Jobs per status, in the order of §6.1.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+pub struct StatusCounts {
+    pub pending: u64,
+    pub running: u64,
+    pub success: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+    pub timeout: u64,
+}
+
+impl StatusCounts {
+    pub fn of(statuses: impl IntoIterator<Item = JobStatus>) -> StatusCounts {
+        let mut counts = StatusCounts::default();
+        for s in statuses {
+            *match s {
+                JobStatus::Pending => &mut counts.pending,
+                JobStatus::Running => &mut counts.running,
+                JobStatus::Success => &mut counts.success,
+                JobStatus::Failed => &mut counts.failed,
+                JobStatus::Cancelled => &mut counts.cancelled,
+                JobStatus::Timeout => &mut counts.timeout,
+            } += 1;
+        }
+        counts
+    }
 }
 
 /// `DELETE /api/v1/jobs/{job_id}` → 200.

@@ -4,7 +4,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 /// The wire types the domain shares with the API, defined once in the contract.
-pub use vacal_contract::{ErrorDetails, JobStatus, JobType, LogLevel};
+pub use vacal_contract::{BatchStatus, ErrorDetails, JobStatus, JobType, LogLevel};
 
 /// Steps of a job's progress (api-reference §6.3); `total_steps` is always 5.
 pub const TOTAL_STEPS: u32 = 5;

@@ -8,11 +8,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use vacal_contract::{self as wire, BatchStatus};
+use vacal_contract as wire;
 
 use crate::config::Config;
 use crate::domain::{
-    timestamp, Batch, Job, JobProgress, JobStatus, JobType, LogEntry, LogLevel, TOTAL_STEPS,
+    timestamp, Batch, BatchStatus, Job, JobProgress, JobStatus, JobType, LogEntry, LogLevel,
+    TOTAL_STEPS,
 };
 use crate::ports::{
     append_log_or_warn, Clock, IdGenerator, InsertQueuedError, JobFilter, JobQueue, JobStore,
@@ -433,7 +434,10 @@ impl JobService {
     }
 
     /// DELETE /api/v1/jobs/clear/all
-    pub async fn delete_all(&self, params: &HashMap<String, String>) -> ServiceResult<Value> {
+    pub async fn delete_all(
+        &self,
+        params: &HashMap<String, String>,
+    ) -> ServiceResult<wire::BulkDeleteResponse> {
         let q = query::bulk_delete_query(params)?;
         if !q.confirm {
             return Err(ServiceError::BadRequest(
@@ -455,15 +459,18 @@ impl JobService {
         for job in jobs {
             match self.delete_job(&job.job_id).await {
                 Ok(_) => deleted.push(job.job_id),
-                Err(e) => failed.push(json!({"job_id": job.job_id, "error": e.to_string()})),
+                Err(e) => failed.push(wire::FailedDeletion {
+                    job_id: job.job_id,
+                    error: e.to_string(),
+                }),
             }
         }
-        Ok(json!({
-            "deleted_count": deleted.len(),
-            "failed_count": failed.len(),
-            "deleted_jobs": deleted,
-            "failed_jobs": if failed.is_empty() { Value::Null } else { json!(failed) },
-        }))
+        Ok(wire::BulkDeleteResponse {
+            deleted_count: deleted.len() as u64,
+            failed_count: failed.len() as u64,
+            deleted_jobs: deleted,
+            failed_jobs: (!failed.is_empty()).then_some(failed),
+        })
     }
 
     /// POST /api/v1/jobs/retry/{job_id}: a new job from the stored request of a failed or
@@ -472,7 +479,7 @@ impl JobService {
         &self,
         job_id: &str,
         params: &HashMap<String, String>,
-    ) -> ServiceResult<Value> {
+    ) -> ServiceResult<wire::RetryResponse> {
         let q = query::retry_query(params, self.config.max_timeout_minutes)?;
         let old = self.existing_job(job_id).await?;
         if !matches!(old.status, JobStatus::Failed | JobStatus::Timeout) {
@@ -497,11 +504,15 @@ impl JobService {
             format!("Retry of job {job_id}"),
         )
         .await;
-        Ok(json!({"job_id": job.job_id, "status": "created", "original_job_id": job_id}))
+        Ok(wire::RetryResponse {
+            job_id: job.job_id,
+            status: "created".into(),
+            original_job_id: job_id.to_string(),
+        })
     }
 
     /// POST /api/v1/calibrate/batch
-    pub async fn create_batch(&self, body: &Value) -> ServiceResult<Value> {
+    pub async fn create_batch(&self, body: &Value) -> ServiceResult<wire::BatchCreatedResponse> {
         let Some(obj) = body.as_object() else {
             return Err(ServiceError::BadRequest(
                 "Request body must be a JSON object".into(),
@@ -594,22 +605,22 @@ impl JobService {
         for (i, (job, v)) in members.into_iter().zip(&valid).enumerate() {
             self.submit(job, v, !admitted.contains(&i)).await?;
         }
-        Ok(json!({
-            "batch_id": batch_id,
-            "job_ids": batch.job_ids,
-            "batch_metadata": {
-                "batch_id": batch_id,
-                "batch_name": batch_name,
-                "total_jobs": batch.job_ids.len(),
-                "created_at": timestamp(now),
-                "parallel_limit": parallel_limit,
-                "fail_fast": fail_fast,
+        Ok(wire::BatchCreatedResponse {
+            batch_id: batch_id.clone(),
+            batch_metadata: wire::BatchMetadata {
+                batch_id,
+                batch_name,
+                total_jobs: batch.job_ids.len() as u32,
+                created_at: timestamp(now),
+                parallel_limit,
+                fail_fast,
             },
-        }))
+            job_ids: batch.job_ids,
+        })
     }
 
     /// GET /api/v1/calibrate/batch/{batch_id}/status
-    pub async fn batch_status(&self, batch_id: &str) -> ServiceResult<Value> {
+    pub async fn batch_status(&self, batch_id: &str) -> ServiceResult<wire::BatchStatusResponse> {
         let now = self.now();
         let batch = self
             .ports
@@ -628,25 +639,32 @@ impl JobService {
                 .await?
                 .map_or(JobStatus::Cancelled, |j| j.status);
             statuses.push(status);
-            items.push(json!({"job_id": id, "status": status.as_str()}));
+            items.push(wire::BatchMemberStatus {
+                job_id: id.clone(),
+                status,
+            });
         }
-        let count = |f: &dyn Fn(JobStatus) -> bool| statuses.iter().filter(|s| f(**s)).count();
-        Ok(json!({
-            "batch_id": batch_id,
-            "batch_name": batch.batch_name,
-            "total_jobs": statuses.len(),
-            "completed_jobs": count(&|s| s == JobStatus::Success),
-            "failed_jobs": count(&|s| matches!(s, JobStatus::Failed | JobStatus::Timeout)),
-            "running_jobs": count(&|s| s == JobStatus::Running),
-            "pending_jobs": count(&|s| s == JobStatus::Pending),
-            "cancelled_jobs": count(&|s| s == JobStatus::Cancelled),
-            "batch_status": BatchStatus::of(batch.fail_fast, &statuses),
-            "job_statuses": items,
-        }))
+        let count =
+            |f: &dyn Fn(JobStatus) -> bool| statuses.iter().filter(|s| f(**s)).count() as u32;
+        Ok(wire::BatchStatusResponse {
+            batch_id: batch_id.to_string(),
+            batch_name: batch.batch_name,
+            total_jobs: statuses.len() as u32,
+            completed_jobs: count(&|s| s == JobStatus::Success),
+            failed_jobs: count(&|s| matches!(s, JobStatus::Failed | JobStatus::Timeout)),
+            running_jobs: count(&|s| s == JobStatus::Running),
+            pending_jobs: count(&|s| s == JobStatus::Pending),
+            cancelled_jobs: count(&|s| s == JobStatus::Cancelled),
+            batch_status: BatchStatus::of(batch.fail_fast, &statuses),
+            job_statuses: items,
+        })
     }
 
     /// GET /api/v1/jobs
-    pub async fn list_jobs(&self, params: &HashMap<String, String>) -> ServiceResult<Value> {
+    pub async fn list_jobs(
+        &self,
+        params: &HashMap<String, String>,
+    ) -> ServiceResult<wire::JobListResponse> {
         let q = query::list_query(params)?;
         let offset = (q.page - 1) * q.page_size;
         let (jobs, total) = self
@@ -654,42 +672,48 @@ impl JobService {
             .store
             .list_jobs(&q.filter, offset, q.page_size, self.now())
             .await?;
-        let items: Vec<Value> = jobs
-            .iter()
-            .map(|j| {
-                let mut m = metadata_json(j);
-                m["status"] = json!(j.status.as_str());
-                m["age_group"] = json!(j.age_group);
-                m["country"] = json!(j.country);
-                m
+        let items = jobs
+            .into_iter()
+            .map(|j| wire::JobListItem {
+                metadata: metadata(&j),
+                status: j.status,
+                age_group: j.age_group,
+                country: j.country,
             })
             .collect();
-        Ok(json!({
-            "jobs": items,
-            "total_count": total,
-            "page": q.page,
-            "page_size": q.page_size,
-            "has_next": q.page * q.page_size < total,
-        }))
+        Ok(wire::JobListResponse {
+            jobs: items,
+            total_count: total,
+            page: q.page,
+            page_size: q.page_size,
+            has_next: q.page * q.page_size < total,
+        })
     }
 
     /// GET /api/v1/cache/stats
-    pub async fn cache_stats(&self) -> ServiceResult<Value> {
+    pub async fn cache_stats(&self) -> ServiceResult<wire::CacheStatsResponse> {
         let entries = self.ports.store.cache_entries(self.now()).await?;
         let counters = self.ports.store.cache_counters().await?;
         let lookups = counters.hits + counters.misses;
         let bytes: u64 = entries.iter().map(|e| e.size_bytes).sum();
-        Ok(json!({
-            "total_cached_results": entries.len(),
-            "cache_hit_rate": if lookups == 0 { 0.0 } else { round2(counters.hits as f64 / lookups as f64 * 100.0) },
-            "total_cache_size_mb": round2(bytes as f64 / 1_048_576.0),
-            "oldest_cached_result": ts(entries.iter().map(|e| e.cached_at).min()),
-            "newest_cached_result": ts(entries.iter().map(|e| e.cached_at).max()),
-        }))
+        Ok(wire::CacheStatsResponse {
+            total_cached_results: entries.len() as u64,
+            cache_hit_rate: if lookups == 0 {
+                0.0
+            } else {
+                round2(counters.hits as f64 / lookups as f64 * 100.0)
+            },
+            total_cache_size_mb: round2(bytes as f64 / 1_048_576.0),
+            oldest_cached_result: entries.iter().map(|e| e.cached_at).min().map(timestamp),
+            newest_cached_result: entries.iter().map(|e| e.cached_at).max().map(timestamp),
+        })
     }
 
     /// DELETE /api/v1/cache/clear
-    pub async fn clear_cache(&self, params: &HashMap<String, String>) -> ServiceResult<Value> {
+    pub async fn clear_cache(
+        &self,
+        params: &HashMap<String, String>,
+    ) -> ServiceResult<wire::CacheClearResponse> {
         let q = query::cache_clear_query(params)?;
         if !q.confirm {
             return Err(ServiceError::BadRequest(
@@ -717,69 +741,61 @@ impl JobService {
                 cleared += 1;
             }
         }
-        Ok(
-            json!({"cleared_results": cleared, "message": format!("Cleared {cleared} cached results")}),
-        )
+        Ok(wire::CacheClearResponse {
+            cleared_results: cleared,
+            message: format!("Cleared {cleared} cached results"),
+        })
     }
 
-    /// GET /api/v1/jobs/health: the body, and whether storage could be reached at all.
-    pub async fn health(&self) -> (Value, bool) {
+    /// GET /api/v1/jobs/health: the body, or why storage could not be reached at all.
+    pub async fn health(&self) -> Result<wire::HealthResponse, StoreError> {
         let now = self.now();
-        let storage = self.ports.store.ping().await;
+        self.ports.store.ping().await?;
         let queue = self.ports.queue.depth().await;
-        if let Err(e) = &storage {
-            return (
-                json!({"status": "unhealthy", "error": e.to_string(), "timestamp": timestamp(now)}),
-                false,
-            );
-        }
         let pending = self
             .ports
             .store
             .jobs_by_status(&[JobStatus::Pending], None, now)
             .await
-            .map(|j| j.len())
-            .unwrap_or(0);
+            .map_or(0, |j| j.len() as u64);
         let running = self
             .ports
             .store
             .jobs_by_status(&[JobStatus::Running], None, now)
             .await
-            .map(|j| j.len())
-            .unwrap_or(0);
+            .map_or(0, |j| j.len() as u64);
         let cached = self
             .ports
             .store
             .cache_entries(now)
             .await
-            .map(|e| e.len())
-            .unwrap_or(0);
+            .map_or(0, |e| e.len() as u64);
         let execution = if queue.is_ok() {
             "healthy"
         } else {
             "unhealthy"
         };
-        (
-            json!({
-                "status": if queue.is_ok() { "healthy" } else { "degraded" },
-                "redis": "healthy",
-                "celery": execution,
-                "storage": "healthy",
-                "worker": execution,
-                "queue_stats": {
-                    "pending_jobs": pending,
-                    "running_jobs": running,
-                    "cached_results": cached,
-                    "queue_depth": queue.ok(),
-                },
-                "timestamp": timestamp(now),
-            }),
-            true,
-        )
+        Ok(wire::HealthResponse {
+            status: if queue.is_ok() { "healthy" } else { "degraded" }.into(),
+            redis: "healthy".into(),
+            celery: execution.into(),
+            storage: "healthy".into(),
+            worker: execution.into(),
+            queue_stats: wire::QueueStats {
+                pending_jobs: pending,
+                running_jobs: running,
+                cached_results: cached,
+                queue_depth: queue.ok(),
+            },
+            timestamp: timestamp(now),
+        })
     }
 
     /// GET /api/v1/jobs/metrics
-    pub async fn metrics(&self, params: &HashMap<String, String>) -> ServiceResult<Value> {
+    pub async fn metrics(
+        &self,
+        params: &HashMap<String, String>,
+    ) -> ServiceResult<wire::MetricsResponse> {
         let (label, window) = query::metrics_query(params)?;
         let now = self.now();
         let jobs = self
@@ -818,15 +834,27 @@ impl JobService {
             .filter(|j| j.use_cache && j.started_at.is_some())
             .collect();
         let hits = cached.iter().filter(|j| j.cache_info.is_some()).count();
-        Ok(json!({
-            "time_range": label,
-            "total_jobs": jobs.len(),
-            "success_rate": rate(successes),
-            "error_rate": if finished.is_empty() { 0.0 } else { round2(100.0 - rate(successes)) },
-            "average_duration_seconds": if durations.is_empty() { 0.0 } else { round2(durations.iter().sum::<f64>() / durations.len() as f64) },
-            "cache_hit_rate": if cached.is_empty() { 0.0 } else { round2(hits as f64 / cached.len() as f64 * 100.0) },
-            "status_counts": JobStatus::ALL.iter().map(|s| (s.as_str().to_string(), json!(jobs.iter().filter(|j| j.status == *s).count()))).collect::<serde_json::Map<_, _>>(),
-        }))
+        Ok(wire::MetricsResponse {
+            time_range: label,
+            total_jobs: jobs.len() as u64,
+            success_rate: rate(successes),
+            error_rate: if finished.is_empty() {
+                0.0
+            } else {
+                round2(100.0 - rate(successes))
+            },
+            average_duration_seconds: if durations.is_empty() {
+                0.0
+            } else {
+                round2(durations.iter().sum::<f64>() / durations.len() as f64)
+            },
+            cache_hit_rate: if cached.is_empty() {
+                0.0
+            } else {
+                round2(hits as f64 / cached.len() as f64 * 100.0)
+            },
+            status_counts: wire::StatusCounts::of(jobs.iter().map(|j| j.status)),
+        })
     }
 }
 

@@ -115,7 +115,10 @@ pub async fn cancel_job(State(s): Service, PathId(id): PathId) -> Typed<CancelRe
         (status = 415, description = "Content-Type is not JSON", body = ErrorResponse),
         (status = 422, description = "Invalid batch or member (`jobs[i].field`)", body = ErrorResponse),
     ))]
-pub async fn create_batch(State(s): Service, JsonObject(body): JsonObject) -> ApiResult {
+pub async fn create_batch(
+    State(s): Service,
+    JsonObject(body): JsonObject,
+) -> Typed<BatchCreatedResponse> {
     Ok(Json(s.create_batch(&body).await?))
 }
 
@@ -126,7 +129,7 @@ pub async fn create_batch(State(s): Service, JsonObject(body): JsonObject) -> Ap
         (status = 200, description = "Batch status", body = BatchStatusResponse),
         (status = 404, description = "Unknown batch", body = ErrorResponse),
     ))]
-pub async fn batch_status(State(s): Service, PathId(id): PathId) -> ApiResult {
+pub async fn batch_status(State(s): Service, PathId(id): PathId) -> Typed<BatchStatusResponse> {
     Ok(Json(s.batch_status(&id).await?))
 }
 
@@ -137,14 +140,14 @@ pub async fn batch_status(State(s): Service, PathId(id): PathId) -> ApiResult {
         (status = 200, description = "One page of jobs, newest first", body = JobListResponse),
         (status = 422, description = "Bad query parameter", body = ErrorResponse),
     ))]
-pub async fn list_jobs(State(s): Service, QueryMap(q): QueryMap) -> ApiResult {
+pub async fn list_jobs(State(s): Service, QueryMap(q): QueryMap) -> Typed<JobListResponse> {
     Ok(Json(s.list_jobs(&q).await?))
 }
 
 /// Result-cache statistics.
 #[utoipa::path(get, path = "/api/v1/cache/stats", tag = "cache",
     responses((status = 200, description = "Cache statistics", body = CacheStatsResponse)))]
-pub async fn cache_stats(State(s): Service) -> ApiResult {
+pub async fn cache_stats(State(s): Service) -> Typed<CacheStatsResponse> {
     Ok(Json(s.cache_stats().await?))
 }
 
@@ -156,7 +159,7 @@ pub async fn cache_stats(State(s): Service) -> ApiResult {
         (status = 400, description = "confirm=true missing", body = ErrorResponse),
         (status = 422, description = "Bad query parameter", body = ErrorResponse),
     ))]
-pub async fn clear_cache(State(s): Service, QueryMap(q): QueryMap) -> ApiResult {
+pub async fn clear_cache(State(s): Service, QueryMap(q): QueryMap) -> Typed<CacheClearResponse> {
     Ok(Json(s.clear_cache(&q).await?))
 }
 
@@ -167,18 +170,18 @@ pub async fn clear_cache(State(s): Service, QueryMap(q): QueryMap) -> ApiResult 
         (status = 503, description = "Storage unreachable", body = HealthUnavailableResponse),
     ))]
 pub async fn health(State(s): Service) -> Response {
-    let (body, reachable) = s.health().await;
-    if reachable {
-        return Json(body).into_response();
+    match s.health().await {
+        Ok(body) => Json(body).into_response(),
+        Err(e) => {
+            let status = StatusCode::SERVICE_UNAVAILABLE;
+            let reason = e.to_string();
+            let detail = format!("Job system unavailable: {reason}");
+            let mut extra = serde_json::Map::new();
+            extra.insert("status".into(), json!("unhealthy"));
+            extra.insert("error".into(), json!(reason));
+            error_json(status, error_body(status, &detail, extra))
+        }
     }
-    let status = StatusCode::SERVICE_UNAVAILABLE;
-    let reason = body["error"].as_str().unwrap_or("storage unreachable");
-    let detail = format!("Job system unavailable: {reason}");
-    let extra = match body {
-        Value::Object(map) => map,
-        _ => Default::default(),
-    };
-    error_json(status, error_body(status, &detail, extra))
 }
 
 /// Job metrics over a time window.
@@ -188,7 +191,7 @@ pub async fn health(State(s): Service) -> Response {
         (status = 200, description = "Metrics", body = MetricsResponse),
         (status = 422, description = "Unknown time_range", body = ErrorResponse),
     ))]
-pub async fn metrics(State(s): Service, QueryMap(q): QueryMap) -> ApiResult {
+pub async fn metrics(State(s): Service, QueryMap(q): QueryMap) -> Typed<MetricsResponse> {
     Ok(Json(s.metrics(&q).await?))
 }
 
@@ -211,7 +214,7 @@ pub async fn delete_job(State(s): Service, PathId(id): PathId) -> Typed<DeleteJo
         (status = 400, description = "confirm=true missing", body = ErrorResponse),
         (status = 422, description = "Bad query parameter", body = ErrorResponse),
     ))]
-pub async fn delete_all(State(s): Service, QueryMap(q): QueryMap) -> ApiResult {
+pub async fn delete_all(State(s): Service, QueryMap(q): QueryMap) -> Typed<BulkDeleteResponse> {
     Ok(Json(s.delete_all(&q).await?))
 }
 
@@ -224,7 +227,11 @@ pub async fn delete_all(State(s): Service, QueryMap(q): QueryMap) -> ApiResult {
         (status = 409, description = "Job is not failed or timed out", body = ErrorResponse),
         (status = 422, description = "Bad query parameter", body = ErrorResponse),
     ))]
-pub async fn retry_job(State(s): Service, PathId(id): PathId, QueryMap(q): QueryMap) -> ApiResult {
+pub async fn retry_job(
+    State(s): Service,
+    PathId(id): PathId,
+    QueryMap(q): QueryMap,
+) -> Typed<RetryResponse> {
     Ok(Json(s.retry_job(&id, &q).await?))
 }
 

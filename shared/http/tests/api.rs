@@ -347,13 +347,13 @@ async fn jobs_are_listed_with_filters_and_pages() {
     let all: schema::JobListResponse = typed(&r.body);
     assert_eq!(all.total_count, 2);
     assert_eq!((all.page, all.page_size, all.has_next), (1, 20, false));
-    assert_eq!(all.jobs[0].job_id, b, "newest first");
+    assert_eq!(all.jobs[0].metadata.job_id, b, "newest first");
     assert_eq!(all.jobs[0].status, schema::JobStatus::Pending);
 
     let r = app.get("/api/v1/jobs?age_group=neonate").await;
     let neonates: schema::JobListResponse = typed(&r.body);
     assert_eq!(neonates.total_count, 1);
-    assert_eq!(neonates.jobs[0].job_id, a);
+    assert_eq!(neonates.jobs[0].metadata.job_id, a);
     assert_eq!(neonates.jobs[0].country.as_deref(), Some("Kenya"));
 
     let r = app.get("/api/v1/jobs?page=1&page_size=1").await;
