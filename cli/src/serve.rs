@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use vacal_core::ports::{RandomIds, SystemClock};
-use vacal_core::{Config, Janitor, JobService, Ports, Worker};
+use vacal_core::{Config, Janitor, JobService, Worker};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum LogFormat {
@@ -72,16 +71,8 @@ async fn shutdown_signal() {
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
     let config = Config::from_env().map_err(|e| e.to_string())?;
-    let (store, results) = vacal_local::open(&args.data_dir)
+    let ports = vacal_local::ports(&args.data_dir)
         .map_err(|e| format!("cannot open data dir {}: {e}", args.data_dir.display()))?;
-    let store = Arc::new(store);
-    let ports = Ports {
-        store: store.clone(),
-        queue: store,
-        results: Arc::new(results),
-        clock: Arc::new(SystemClock),
-        ids: Arc::new(RandomIds),
-    };
     let service = Arc::new(JobService::new(ports.clone(), config.clone()));
     let addr: SocketAddr = format!("{}:{}", args.bind, args.port)
         .parse()

@@ -78,6 +78,40 @@ vacal_localstack_venv() {
   fi
 }
 
+# Polls CHECK (a command) every 0.2 s until it succeeds, for at most SECONDS, while process
+# PID lives; on failure prints the log of NAME and returns 1.
+vacal_wait_ready() {
+  local name="$1" pid="$2" log="$3" seconds="$4"
+  shift 4
+  local tries=$((seconds * 5))
+  for _ in $(seq 1 "$tries"); do
+    if "$@" 2>/dev/null; then
+      return 0
+    fi
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "emulator: $name exited; its log:" >&2
+      cat "$log" >&2
+      return 1
+    fi
+    sleep 0.2
+  done
+  echo "emulator: $name did not answer within $seconds s; its log:" >&2
+  cat "$log" >&2
+  return 1
+}
+
+localstack_serves_sqs_and_s3() {
+  python3 - "$1" <<'PY'
+import json, sys, urllib.request
+health = json.load(urllib.request.urlopen(sys.argv[1] + "/_localstack/health", timeout=1))
+sys.exit(0 if all(health["services"].get(s) in ("available", "running") for s in ("sqs", "s3")) else 1)
+PY
+}
+
+moto_answers() {
+  python3 -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1] + '/moto-api/', timeout=1)" "$1"
+}
+
 vacal_localstack_stop() {
   if [[ -n "${VACAL_LOCALSTACK_PID:-}" ]]; then
     # Its own process group (setsid): the runtime starts helper processes.
@@ -105,26 +139,9 @@ vacal_localstack_start() {
     setsid "$VACAL_LOCALSTACK_VENV/bin/python" -m localstack.runtime.main >"$log" 2>&1 &
   VACAL_LOCALSTACK_PID=$!
   endpoint="http://127.0.0.1:$port"
-  for _ in $(seq 1 300); do
-    if python3 - "$endpoint" 2>/dev/null <<'PY'; then
-import json, sys, urllib.request
-health = json.load(urllib.request.urlopen(sys.argv[1] + "/_localstack/health", timeout=1))
-sys.exit(0 if all(health["services"].get(s) in ("available", "running") for s in ("sqs", "s3")) else 1)
-PY
-      export AWS_ENDPOINT_URL_SQS="$endpoint" AWS_ENDPOINT_URL_S3="$endpoint"
-      echo "emulator: LocalStack (SQS, S3) listening on $endpoint (pid $VACAL_LOCALSTACK_PID, log $log)" >&2
-      return 0
-    fi
-    if ! kill -0 "$VACAL_LOCALSTACK_PID" 2>/dev/null; then
-      echo "emulator: LocalStack exited; its log:" >&2
-      cat "$log" >&2
-      return 1
-    fi
-    sleep 0.2
-  done
-  echo "emulator: LocalStack did not answer on $endpoint within 60 s; its log:" >&2
-  cat "$log" >&2
-  return 1
+  vacal_wait_ready LocalStack "$VACAL_LOCALSTACK_PID" "$log" 60 localstack_serves_sqs_and_s3 "$endpoint" || return 1
+  export AWS_ENDPOINT_URL_SQS="$endpoint" AWS_ENDPOINT_URL_S3="$endpoint"
+  echo "emulator: LocalStack (SQS, S3) listening on $endpoint (pid $VACAL_LOCALSTACK_PID, log $log)" >&2
 }
 
 vacal_emulator_start() {
@@ -144,21 +161,11 @@ vacal_emulator_start() {
   "$VACAL_VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
   VACAL_MOTO_PID=$!
   export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
-  for _ in $(seq 1 150); do
-    if python3 -c "import urllib.request,sys; urllib.request.urlopen('$AWS_ENDPOINT_URL/moto-api/', timeout=1)" 2>/dev/null; then
-      echo "emulator: moto listening on $AWS_ENDPOINT_URL (pid $VACAL_MOTO_PID, log $log)" >&2
-      return 0
-    fi
-    if ! kill -0 "$VACAL_MOTO_PID" 2>/dev/null; then
-      echo "emulator: moto_server exited; its log:" >&2
-      cat "$log" >&2
-      return 1
-    fi
-    sleep 0.2
-  done
-  echo "emulator: moto did not answer on $AWS_ENDPOINT_URL within 30 s" >&2
-  vacal_emulator_stop
-  return 1
+  if ! vacal_wait_ready moto "$VACAL_MOTO_PID" "$log" 30 moto_answers "$AWS_ENDPOINT_URL"; then
+    vacal_emulator_stop
+    return 1
+  fi
+  echo "emulator: moto listening on $AWS_ENDPOINT_URL (pid $VACAL_MOTO_PID, log $log)" >&2
 }
 
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then

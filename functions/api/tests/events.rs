@@ -8,8 +8,7 @@ use std::sync::Arc;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
-use vacal_core::ports::{RandomIds, SystemClock};
-use vacal_core::{Config, JobService, Ports};
+use vacal_core::{Config, JobService};
 
 /// An event of `events/` (shared with `cargo lambda invoke` and `sam local invoke`).
 macro_rules! shipped {
@@ -32,15 +31,7 @@ struct Api {
 impl Api {
     fn new() -> Api {
         let dir = tempfile::tempdir().unwrap();
-        let (store, results) = vacal_local::open(dir.path()).unwrap();
-        let store = Arc::new(store);
-        let ports = Ports {
-            store: store.clone(),
-            queue: store,
-            results: Arc::new(results),
-            clock: Arc::new(SystemClock),
-            ids: Arc::new(RandomIds),
-        };
+        let ports = vacal_local::ports(dir.path()).unwrap();
         let service = Arc::new(JobService::new(ports, Config::default()));
         Api {
             _dir: dir,

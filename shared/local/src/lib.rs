@@ -7,10 +7,12 @@ mod files;
 mod sqlite;
 
 use std::path::Path;
+use std::sync::Arc;
 
 pub use files::FsResultStore;
 pub use sqlite::SqliteStore;
-use vacal_core::ports::{StoreError, StoreResult};
+use vacal_core::ports::{RandomIds, StoreError, StoreResult, SystemClock};
+use vacal_core::Ports;
 
 /// The database file inside a data directory.
 pub const DATABASE_FILE: &str = "vacal.db";
@@ -29,4 +31,18 @@ pub fn open(data_dir: &Path) -> StoreResult<(SqliteStore, FsResultStore)> {
     let store = SqliteStore::open(&data_dir.join(DATABASE_FILE))?;
     let results = FsResultStore::open(&data_dir.join(RESULTS_DIR))?;
     Ok((store, results))
+}
+
+/// The core's ports on a data directory ([`open`]): the SQLite store is also the queue; real
+/// clock, random IDs.
+pub fn ports(data_dir: &Path) -> StoreResult<Ports> {
+    let (store, results) = open(data_dir)?;
+    let store = Arc::new(store);
+    Ok(Ports {
+        store: store.clone(),
+        queue: store,
+        results: Arc::new(results),
+        clock: Arc::new(SystemClock),
+        ids: Arc::new(RandomIds),
+    })
 }

@@ -10,7 +10,6 @@ use axum::Router;
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
-use vacal_core::ports::{RandomIds, SystemClock};
 use vacal_core::{Config, JobService, Ports, Worker};
 
 /// A small job that a test can run to `success` quickly.
@@ -69,15 +68,7 @@ impl App {
 
     pub fn with_config(config: Config) -> App {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let (store, results) = vacal_local::open(dir.path()).expect("local ports open");
-        let store = Arc::new(store);
-        let ports = Ports {
-            store: store.clone(),
-            queue: store,
-            results: Arc::new(results),
-            clock: Arc::new(SystemClock),
-            ids: Arc::new(RandomIds),
-        };
+        let ports = vacal_local::ports(dir.path()).expect("local ports open");
         App::with_ports(ports, config, dir)
     }
 
