@@ -301,6 +301,26 @@ fn send<B: ureq::AsSendBody>(request: ureq::http::Request<B>) -> Result<(u16, St
 /// How long a step that needs a queue message polls for it.
 pub const RECEIVE_DEADLINE: Duration = Duration::from_secs(10);
 
+/// Calls `receive` (given how many messages arrived so far) until `want` have arrived in all
+/// or [`RECEIVE_DEADLINE`] has passed, and returns what arrived. A short poll may answer
+/// empty while messages are visible (SQS samples its servers; an emulator may see an
+/// expired visibility late), so a step that needs a message waits for it.
+async fn poll_for<T, F, Fut>(want: usize, mut receive: F) -> Result<Vec<T>, String>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<T>, String>>,
+{
+    let deadline = Instant::now() + RECEIVE_DEADLINE;
+    let mut got = Vec::new();
+    loop {
+        got.extend(receive(got.len()).await?);
+        if got.len() >= want || Instant::now() > deadline {
+            return Ok(got);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The SQS event source mapping of the worker, step by step.
 #[derive(Clone)]
 pub struct EventSource {
@@ -332,46 +352,28 @@ impl EventSource {
             .map_err(|e| format!("ReceiveMessage: {e:?}"))
     }
 
-    /// Like [`receive`](Self::receive), but polls until `want` messages have arrived or
-    /// [`RECEIVE_DEADLINE`] has passed: a short poll may answer empty while messages are
-    /// visible (SQS samples its servers; an emulator may see an expired visibility late),
-    /// so a step that needs a message waits for it.
+    /// Like [`receive`](Self::receive), but polled until `want` messages have arrived (see
+    /// [`poll_for`]).
     pub async fn receive_at_least(
         &self,
         band: Band,
         want: usize,
         visibility: Option<i32>,
     ) -> Result<Vec<Message>, String> {
-        let deadline = Instant::now() + RECEIVE_DEADLINE;
-        let mut got = Vec::new();
-        loop {
-            got.extend(
-                self.receive(band, 10 - got.len() as i32, visibility)
-                    .await?,
-            );
-            if got.len() >= want || Instant::now() > deadline {
-                return Ok(got);
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        poll_for(want, |so_far| {
+            self.receive(band, 10 - so_far as i32, visibility)
+        })
+        .await
     }
 
-    /// [`receive_all`](Self::receive_all), polled until `want` messages have arrived or
-    /// [`RECEIVE_DEADLINE`] has passed.
+    /// [`receive_all`](Self::receive_all), polled until `want` messages have arrived (see
+    /// [`poll_for`]).
     pub async fn receive_all_at_least(
         &self,
         want: usize,
         visibility: Option<i32>,
     ) -> Result<Vec<(Band, Message)>, String> {
-        let deadline = Instant::now() + RECEIVE_DEADLINE;
-        let mut got = Vec::new();
-        loop {
-            got.extend(self.receive_all(visibility).await?);
-            if got.len() >= want || Instant::now() > deadline {
-                return Ok(got);
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        poll_for(want, |_| self.receive_all(visibility)).await
     }
 
     /// Every band's visible messages (band, message), high band first.
