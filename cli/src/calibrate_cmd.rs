@@ -1,13 +1,14 @@
-//! `vacal calibrate`: the engine on one request, no service involved.
+//! `vacal calibrate`: the engine on one request, validated as the API validates it, with no
+//! service involved.
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 use serde_json::{json, Value};
-use vacal_engine::{
-    calibrate, result_json, result_warnings, CalibrationRequest, EngineError, NoProgress,
-};
+use vacal_core::validation::validate_job_request;
+use vacal_core::Config;
+use vacal_engine::{calibrate, result_json, result_warnings, EngineError, NoProgress};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Format {
@@ -83,11 +84,18 @@ pub fn run(args: CalibrateArgs) -> ExitCode {
         },
         None => example_request(&args),
     };
-    let outcome = CalibrationRequest::from_json(&body)
-        .and_then(|request| Ok((calibrate(&request, &NoProgress)?, request)));
-    match outcome {
-        Ok((calibration, request)) => {
-            let result = result_json(&request, &calibration);
+    // The API's own validation, so that a request file means here what it means to the
+    // service: the same defaults, rules and messages, and the same result.
+    let valid = match validate_job_request(&body, &Config::default(), "") {
+        Ok(valid) => valid,
+        Err(e) => {
+            eprintln!("error: invalid request: {}", e.detail());
+            return ExitCode::from(2);
+        }
+    };
+    match calibrate(&valid.request, &NoProgress) {
+        Ok(calibration) => {
+            let result = result_json(&valid.request, &calibration);
             let text = match args.format {
                 Format::Json => {
                     serde_json::to_string_pretty(&result).expect("result serialises") + "\n"

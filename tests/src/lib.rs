@@ -186,6 +186,16 @@ pub trait Api {
         v["job_id"].as_str().expect("job_id").to_string()
     }
 
+    /// How many times the job's log says it completed (once, whatever crashed or stopped).
+    fn completions(&self, job_id: &str) -> usize {
+        let (_, status) = self.get(&format!("/api/v1/calibrate/{job_id}/status?log_limit=1000"));
+        status["logs"].as_array().map_or(0, |logs| {
+            logs.iter()
+                .filter(|l| l["message"] == "Calibration completed successfully")
+                .count()
+        })
+    }
+
     /// Polls the job until it is terminal; returns its status response.
     fn wait(&self, job_id: &str, limit: Duration) -> Value {
         let started = Instant::now();

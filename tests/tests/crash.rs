@@ -39,13 +39,7 @@ fn jobs_survive_a_kill_9_and_complete_exactly_once() {
     for id in &ids {
         let done = s.wait(id, Duration::from_secs(120));
         assert_eq!(done["status"], "success", "{id}: {done}");
-        let (_, status) = s.get(&format!("/api/v1/calibrate/{id}/status?log_limit=1000"));
-        let completions = status["logs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|l| l["message"] == "Calibration completed successfully")
-            .count();
+        let completions = s.completions(id);
         assert_eq!(completions, 1, "{id} completed {completions} times");
         let (code, _) = s.get(&format!("/api/v1/calibrate/{id}/result"));
         assert_eq!(code, 200);

@@ -2,7 +2,6 @@
 //! with a clock the test moves: timeouts without a live worker, fail_fast, no late results,
 //! and priority order.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -62,7 +61,7 @@ fn body(timeout_minutes: u32, priority: u8) -> Value {
 }
 
 async fn status_of(s: &Setup, id: &str) -> Value {
-    serde_json::to_value(s.service.job_status(id, &HashMap::new()).await.unwrap()).unwrap()
+    serde_json::to_value(s.service.job_status(id, &Default::default()).await.unwrap()).unwrap()
 }
 
 #[tokio::test]
@@ -88,7 +87,7 @@ async fn an_overdue_job_times_out_without_a_worker_and_no_late_result_overwrites
         .unwrap();
     assert!(!changed);
     assert_eq!(job.status, JobStatus::Timeout);
-    let result = s.service.job_result(&id).await.unwrap();
+    let result = serde_json::to_value(s.service.job_result(&id).await.unwrap()).unwrap();
     assert_eq!(result["result"]["status"], "timeout");
     // The worker acknowledges its message and leaves the job alone.
     let worker = vacal_core::Worker::new(s.ports.clone(), Config::default());

@@ -45,14 +45,5 @@ fn sigterm_lets_the_running_job_finish_and_loses_nothing() {
         let done = s.wait(id, Duration::from_secs(120));
         assert_eq!(done["status"], "success", "{id}: {done}");
     }
-    let (_, status) = s.get(&format!(
-        "/api/v1/calibrate/{running}/status?log_limit=1000"
-    ));
-    let completions = status["logs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|l| l["message"] == "Calibration completed successfully")
-        .count();
-    assert_eq!(completions, 1);
+    assert_eq!(s.completions(&running), 1);
 }

@@ -54,6 +54,12 @@ impl Api {
         });
         (status, body)
     }
+
+    /// A request without a body, with the usual headers.
+    async fn call(&self, method: &str, path: &str) -> (u16, Value) {
+        self.send(&event(method, path, json_headers(), None, false))
+            .await
+    }
 }
 
 /// An HTTP API payload v2 event, as API Gateway (or a function URL) sends it.
@@ -211,15 +217,7 @@ async fn a_plain_json_body_with_content_type_is_accepted() {
         ))
         .await;
     assert_eq!(status, 200, "{created}");
-    let (status, listed) = api
-        .send(&event(
-            "GET",
-            "/api/v1/jobs?status=pending&limit=5",
-            json_headers(),
-            None,
-            false,
-        ))
-        .await;
+    let (status, listed) = api.call("GET", "/api/v1/jobs?status=pending&limit=5").await;
     assert_eq!(status, 200, "{listed}");
     let ids: Vec<&str> = listed["jobs"]
         .as_array()
@@ -327,57 +325,23 @@ async fn batch_cancel_and_cache_routes_work_through_events() {
     assert_eq!(jobs.len(), 2);
 
     let (status, cancelled) = api
-        .send(&event(
-            "DELETE",
-            &format!("/api/v1/calibrate/{}", jobs[1]),
-            json_headers(),
-            None,
-            false,
-        ))
+        .call("DELETE", &format!("/api/v1/calibrate/{}", jobs[1]))
         .await;
     assert_eq!(status, 200, "{cancelled}");
     let (status, again) = api
-        .send(&event(
-            "DELETE",
-            &format!("/api/v1/calibrate/{}", jobs[1]),
-            json_headers(),
-            None,
-            false,
-        ))
+        .call("DELETE", &format!("/api/v1/calibrate/{}", jobs[1]))
         .await;
     assert_eq!(status, 409, "cancelling a cancelled job: {again}");
 
     let (status, batch_status) = api
-        .send(&event(
-            "GET",
-            &format!("/api/v1/calibrate/batch/{batch_id}/status"),
-            json_headers(),
-            None,
-            false,
-        ))
+        .call("GET", &format!("/api/v1/calibrate/batch/{batch_id}/status"))
         .await;
     assert_eq!(status, 200, "{batch_status}");
     assert_eq!(batch_status["batch_id"], batch_id.as_str());
 
-    let (status, stats) = api
-        .send(&event(
-            "GET",
-            "/api/v1/cache/stats",
-            json_headers(),
-            None,
-            false,
-        ))
-        .await;
+    let (status, stats) = api.call("GET", "/api/v1/cache/stats").await;
     assert_eq!(status, 200, "{stats}");
-    let (status, refused) = api
-        .send(&event(
-            "DELETE",
-            "/api/v1/cache/clear",
-            json_headers(),
-            None,
-            false,
-        ))
-        .await;
+    let (status, refused) = api.call("DELETE", "/api/v1/cache/clear").await;
     assert_eq!(status, 400, "clearing without confirm: {refused}");
 }
 

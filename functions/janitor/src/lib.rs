@@ -10,10 +10,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Serialize;
 use vacal_aws::{DeadLetter, SqsDeadLetters};
-use vacal_core::domain::{ErrorDetails, JobStatus, LogEntry, LogLevel};
-use vacal_core::ports::{append_log_or_warn, StoreError, StoreResult};
-use vacal_core::service::finish_job;
-use vacal_core::worker::after_terminal;
+use vacal_core::ports::{StoreError, StoreResult};
+use vacal_core::worker::fail_job;
 use vacal_core::{Config, Janitor, Ports};
 
 /// Dead letters handled per run at most, so one run ends well within its timeout; the
@@ -106,7 +104,7 @@ impl Handler {
                         report.dead_letters_malformed += 1;
                     }
                     Some(job_id) => {
-                        if self.fail_job(job_id, &letter).await? {
+                        if self.fail_dead_lettered(job_id, &letter).await? {
                             report.dead_lettered.push(job_id.clone());
                         } else {
                             report.dead_letters_settled += 1;
@@ -121,39 +119,24 @@ impl Handler {
     }
 
     /// Marks the job failed unless it already ended; true if this run ended it.
-    async fn fail_job(&self, job_id: &str, letter: &DeadLetter) -> Result<bool, StoreError> {
-        let now = self.ports.clock.now();
+    async fn fail_dead_lettered(
+        &self,
+        job_id: &str,
+        letter: &DeadLetter,
+    ) -> Result<bool, StoreError> {
         let message = format!(
             "The job's queue message failed {} deliveries (the worker crashed, timed out or \
              hit errors each time) and was moved to the dead-letter queue",
             letter.receive_count
         );
-        let ended = finish_job(&self.ports, job_id, JobStatus::Failed, |j| {
-            j.completed_at = Some(now);
-            j.error = Some(ErrorDetails {
-                error_type: "DeliveryFailed".into(),
-                error_message: message.clone(),
-                traceback: None,
-            });
-        })
-        .await?;
-        let Some((job, true)) = ended else {
-            return Ok(false);
-        };
-        let entry = LogEntry::new(
-            now,
-            LogLevel::Error,
-            "janitor",
-            format!("Job failed: {message}"),
-        );
-        append_log_or_warn(
-            self.ports.store.as_ref(),
+        fail_job(
+            &self.ports,
+            &self.config,
             job_id,
-            &entry,
-            self.config.max_log_entries,
+            "janitor",
+            "DeliveryFailed",
+            message,
         )
-        .await;
-        after_terminal(&self.ports, &self.config, &job).await?;
-        Ok(true)
+        .await
     }
 }

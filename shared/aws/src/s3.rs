@@ -3,12 +3,9 @@
 use async_trait::async_trait;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
-use vacal_core::ports::{ResultStore, StoreError, StoreResult};
+use vacal_core::ports::{check_result_key, ResultStore, StoreError, StoreResult};
 
 use crate::sdk_error;
-
-/// Keys are SHA-256 hex (64 characters); leave room for other hashes, refuse absurd ones.
-const MAX_KEY_LEN: usize = 128;
 
 /// Results as S3 objects. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -27,14 +24,7 @@ impl S3Results {
 
     /// The object key of a result; only lowercase hex keys, as the local adapter accepts.
     pub fn object_key(key: &str) -> StoreResult<String> {
-        let valid = !key.is_empty()
-            && key.len() <= MAX_KEY_LEN
-            && key.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        if !valid {
-            return Err(StoreError::Other(format!(
-                "invalid result key {key:?}: expected 1-{MAX_KEY_LEN} lowercase hex characters"
-            )));
-        }
+        check_result_key(key)?;
         Ok(format!("results/{key}.json"))
     }
 }

@@ -9,9 +9,14 @@
 
 use std::collections::BTreeMap;
 
+use indexmap::IndexMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
+
+mod query;
+pub use query::*;
 
 // ---------------------------------------------------------------------------------------
 // Shared values
@@ -117,6 +122,15 @@ impl JobType {
 pub enum AgeGroup {
     Neonate,
     Child,
+}
+
+impl AgeGroup {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgeGroup::Neonate => "neonate",
+            AgeGroup::Child => "child",
+        }
+    }
 }
 
 /// Ordered by severity.
@@ -416,6 +430,22 @@ pub struct CacheInfo {
     pub source_job_id: String,
 }
 
+/// A number written as an integer when it is whole (death counts), else as a float.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = f64)]
+pub struct Amount(pub f64);
+
+impl Serialize for Amount {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.0.fract() == 0.0 && self.0.abs() < 9.0e15 {
+            serializer.serialize_i64(self.0 as i64)
+        } else {
+            serializer.serialize_f64(self.0)
+        }
+    }
+}
+
 /// Posterior summary of one algorithm (or the ensemble), one value per cause.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CalibratedEstimate {
@@ -427,37 +457,98 @@ pub struct CalibratedEstimate {
     pub upper_ci: Vec<f64>,
 }
 
-/// The result of a successful job (§5.5). The engine adds more fields (diagnostics,
-/// resolved settings, death counts, ...); clients may ignore them.
+/// CSMFs as percentages per row, one value per cause.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Percentages {
+    pub uncalibrated: IndexMap<String, Vec<Amount>>,
+    pub calibrated: IndexMap<String, Vec<Amount>>,
+}
+
+/// Convergence diagnostics of one MCMC fit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FitDiagnostics {
+    /// `nuts`, `gibbs` or `independence`.
+    pub sampler: String,
+    /// Largest rank-normalised split R-hat over the calibrated causes; null when too few
+    /// draws per chain to compute it.
+    #[schema(required = true)]
+    pub max_rhat: Option<f64>,
+    /// Smallest bulk effective sample size over the calibrated causes; null as above.
+    #[schema(required = true)]
+    pub min_ess_bulk: Option<f64>,
+    /// Divergent transitions after warm-up (NUTS).
+    pub divergences: u64,
+    /// Iterations that hit the maximum tree depth (NUTS).
+    pub max_treedepth_hits: u64,
+    /// Retained draws over all chains.
+    pub draws: u64,
+    pub seconds: f64,
+}
+
+/// A map of row → `FitDiagnostics` or null, which the derive cannot spell (a nullable
+/// reference as a map's values).
+fn diagnostics_by_row() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+    use utoipa::openapi::Ref;
+    let nullable = OneOfBuilder::new()
+        .item(Ref::from_schema_name("FitDiagnostics"))
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .build();
+    ObjectBuilder::new()
+        .additional_properties(Some(Schema::OneOf(nullable)))
+        .build()
+}
+
+/// The result of a successful job (§5.5), with the engine's extensions, in the order the
+/// fields are written. Maps keyed by row follow the order of the rows: the algorithms in
+/// input order, then `ensemble` when it ran.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CalibrationSuccess {
     /// `success`.
     pub status: String,
     /// Canonical broad-cause order labelling every array below.
     pub causes: Vec<String>,
-    /// Uncalibrated CSMF per algorithm (+ `ensemble`).
-    pub uncalibrated: BTreeMap<String, Vec<f64>>,
-    /// Calibrated CSMF per algorithm (+ `ensemble`).
-    pub calibrated: BTreeMap<String, CalibratedEstimate>,
-    pub age_group: String,
-    pub country: String,
-    #[schema(format = DateTime)]
-    pub completed_at: String,
+    /// Uncalibrated CSMF per row.
+    pub uncalibrated: IndexMap<String, Vec<f64>>,
+    /// Calibrated CSMF per row.
+    pub calibrated: IndexMap<String, CalibratedEstimate>,
+    /// Posterior mean of the path-correction weight per algorithm; null where the algorithm
+    /// was not calibrated.
+    pub lambda: IndexMap<String, Option<f64>>,
+    /// Per row and cause: whether the cause was calibrated (not excluded by donotcalib or
+    /// the screening).
+    pub calibrated_causes: IndexMap<String, Vec<bool>>,
+    /// Deaths per cause per algorithm, as given.
+    pub uncalibrated_deaths: IndexMap<String, Vec<Amount>>,
+    /// Deaths per cause per algorithm, redistributed by its calibrated CSMF.
+    pub calibrated_deaths: IndexMap<String, Vec<Amount>>,
+    /// Deaths per cause per algorithm, redistributed by the ensemble CSMF; null without an
+    /// ensemble.
+    #[schema(required = true)]
+    pub calibrated_deaths_ensemble: Option<IndexMap<String, Vec<Amount>>>,
+    pub percentages: Percentages,
+    /// Per row: its `FitDiagnostics`, or null for a row that was not calibrated by MCMC.
+    #[schema(schema_with = diagnostics_by_row)]
+    pub diagnostics: IndexMap<String, Option<FitDiagnostics>>,
+    /// Why a fit should not be trusted, one sentence each, prefixed with its row; empty when
+    /// every fit looks converged. Also logged on the job as warnings.
+    pub warnings: Vec<String>,
+    /// The settings the run used, defaults resolved.
+    pub settings: Value,
+    pub engine_version: String,
+    /// The job's age group (null for custom classifiers with their own matrices).
+    #[serde(default)]
+    #[schema(required = true)]
+    pub age_group: Option<String>,
+    #[serde(default)]
+    #[schema(required = true)]
+    pub country: Option<String>,
+    #[serde(default)]
+    #[schema(required = true, format = DateTime)]
+    pub completed_at: Option<String>,
     /// Copy of the top-level `cache_info` on cache hits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_info: Option<CacheInfo>,
-    /// Convergence diagnostics per algorithm (engine extension).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub diagnostics: Option<Value>,
-    /// Why a fit should not be trusted, one sentence each, prefixed with its row; empty when
-    /// every fit looks converged (engine extension). Also logged on the job as warnings.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub warnings: Option<Vec<String>>,
-    /// The settings the run used, defaults resolved (engine extension).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub settings: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub engine_version: Option<String>,
 }
 
 /// The result of a failed or timed-out job.
@@ -689,20 +780,20 @@ pub struct HealthResponse {
 /// added to the original's `{status, error, timestamp}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct HealthUnavailableResponse {
-    /// `unhealthy`.
-    pub status: String,
-    pub error: String,
     pub detail: String,
     pub status_code: u16,
     #[schema(format = DateTime)]
     pub timestamp: String,
+    /// `unhealthy`.
+    pub status: String,
+    pub error: String,
 }
 
 /// `GET /api/v1/jobs/metrics` → 200 (§10.2), over jobs created in the window.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct MetricsResponse {
     #[schema(example = "24h")]
-    pub time_range: String,
+    pub time_range: TimeRange,
     pub total_jobs: u64,
     /// Percent of finished jobs that succeeded.
     pub success_rate: f64,
@@ -793,103 +884,6 @@ pub struct ServiceInfo {
     pub docs: String,
     /// Where the job-system health check is.
     pub health: String,
-}
-
-// ---------------------------------------------------------------------------------------
-// Query parameters (documentation only: handlers pass the raw map to core, which validates)
-// ---------------------------------------------------------------------------------------
-
-/// Query of `GET /api/v1/calibrate/{job_id}/status`; validated before the job is looked up.
-#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct StatusParams {
-    /// Only entries of exactly this level.
-    pub log_level: Option<LogLevel>,
-    /// 1–1000, default 100.
-    #[param(minimum = 1, maximum = 1000)]
-    pub log_limit: Option<u32>,
-    /// ≥ 0, default 0.
-    #[param(minimum = 0)]
-    pub log_offset: Option<u64>,
-}
-
-/// Query of `GET /api/v1/jobs`. Filters combine with AND.
-#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ListParams {
-    pub status: Option<JobStatus>,
-    /// Exact match (`calibration`, `batch_calibration`).
-    pub job_type: Option<String>,
-    pub age_group: Option<AgeGroup>,
-    /// Case-insensitive equality.
-    pub country: Option<String>,
-    /// Inclusive; `Z`, an offset, or no zone (UTC).
-    #[param(format = DateTime)]
-    pub created_after: Option<String>,
-    /// Inclusive; `Z`, an offset, or no zone (UTC).
-    #[param(format = DateTime)]
-    pub created_before: Option<String>,
-    /// ≥ 1, default 1.
-    #[param(minimum = 1)]
-    pub page: Option<u64>,
-    /// 1–100, default 20.
-    #[param(minimum = 1, maximum = 100)]
-    pub page_size: Option<u64>,
-}
-
-/// Query of `DELETE /api/v1/cache/clear`.
-#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct CacheClearParams {
-    /// Must be `true` (or `1`), else 400.
-    pub confirm: Option<bool>,
-    /// Only entries of this age group.
-    pub age_group: Option<AgeGroup>,
-    /// Only entries of this country.
-    pub country: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub enum TimeRange {
-    #[serde(rename = "1h")]
-    Hour,
-    #[serde(rename = "24h")]
-    Day,
-    #[serde(rename = "7d")]
-    Week,
-    #[serde(rename = "30d")]
-    Month,
-}
-
-/// Query of `GET /api/v1/jobs/metrics`.
-#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct MetricsParams {
-    /// Default `24h`.
-    pub time_range: Option<TimeRange>,
-}
-
-/// Query of `DELETE /api/v1/jobs/clear/all`.
-#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct BulkDeleteParams {
-    /// Must be `true` (or `1`), else 400.
-    pub confirm: Option<bool>,
-    pub status: Option<JobStatus>,
-    pub age_group: Option<AgeGroup>,
-}
-
-/// Query of `POST /api/v1/jobs/retry/{job_id}`.
-#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct RetryParams {
-    pub modify_params: Option<bool>,
-    /// 1–10; default: the original job's.
-    #[param(minimum = 1, maximum = 10)]
-    pub new_priority: Option<u8>,
-    /// 1–120; default: the original job's.
-    #[param(minimum = 1, maximum = 120)]
-    pub new_timeout: Option<u32>,
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@ pub mod conformance;
 pub mod domain;
 pub mod janitor;
 pub mod ports;
-pub mod query;
 pub mod service;
 pub mod validation;
 pub mod worker;

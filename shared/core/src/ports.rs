@@ -235,6 +235,25 @@ pub async fn insert_job_queued_in_steps<S: JobStore + ?Sized>(
     Ok(())
 }
 
+/// The longest result key a store accepts (a cache key is 64).
+pub const MAX_RESULT_KEY_LEN: usize = 128;
+
+/// Refuses a result key that is not 1-128 lowercase hex characters. Every result store
+/// checks this: a key becomes a file or object name, so no path tricks, and no two keys that
+/// a case-insensitive file system would confuse.
+pub fn check_result_key(key: &str) -> StoreResult<()> {
+    let valid = !key.is_empty()
+        && key.len() <= MAX_RESULT_KEY_LEN
+        && key.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if valid {
+        Ok(())
+    } else {
+        Err(StoreError::Other(format!(
+            "invalid result key {key:?}: expected 1-{MAX_RESULT_KEY_LEN} lowercase hex characters"
+        )))
+    }
+}
+
 /// Results by key (the cache key), written once.
 #[async_trait]
 pub trait ResultStore: Send + Sync {
@@ -270,5 +289,28 @@ impl IdGenerator for RandomIds {
         use rand::RngExt;
         let bytes: [u8; 6] = rand::rng().random();
         hex::encode(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_keys_are_short_lowercase_hex() {
+        assert!(check_result_key(&"ab".repeat(32)).is_ok());
+        assert!(check_result_key(&"a".repeat(MAX_RESULT_KEY_LEN)).is_ok());
+        for bad in [
+            "",
+            "../etc",
+            "ABCDEF",
+            "abc.json",
+            &"a".repeat(MAX_RESULT_KEY_LEN + 1),
+        ] {
+            assert!(
+                matches!(check_result_key(bad), Err(StoreError::Other(_))),
+                "{bad:?}"
+            );
+        }
     }
 }

@@ -1,7 +1,6 @@
 //! `JobService`: every endpoint of api-reference §5–§10 as a use case over the ports.
 //! Handlers parse HTTP and call these; all rules live here.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +18,6 @@ use crate::ports::{
     append_log_or_warn, Clock, IdGenerator, InsertQueuedError, JobFilter, JobQueue, JobStore,
     ResultStore, StoreError, Write,
 };
-use crate::query;
 use crate::validation::{validate_job_request, ValidJobRequest, ValidationError};
 
 /// Why a use case refused or failed; each maps to one HTTP status.
@@ -66,10 +64,6 @@ pub struct Ports {
     pub ids: Arc<dyn IdGenerator>,
 }
 
-fn ts(t: Option<DateTime<Utc>>) -> Value {
-    t.map(|t| json!(timestamp(t))).unwrap_or(Value::Null)
-}
-
 fn std_duration(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
@@ -88,11 +82,6 @@ pub fn metadata(job: &Job) -> wire::JobMetadata {
         max_retries: job.max_retries,
         batch_id: job.batch_id.clone(),
     }
-}
-
-/// [`metadata`] inside the responses still built as JSON values.
-pub fn metadata_json(job: &Job) -> Value {
-    json!(metadata(job))
 }
 
 fn progress(p: &JobProgress) -> wire::JobProgress {
@@ -277,21 +266,25 @@ impl JobService {
     pub async fn job_status(
         &self,
         job_id: &str,
-        params: &HashMap<String, String>,
+        params: &wire::StatusParams,
     ) -> ServiceResult<wire::JobStatusResponse> {
-        let q = query::status_query(params)?;
         let job = self.existing_job(job_id).await?;
         let logs = self
             .ports
             .store
-            .logs(job_id, q.log_level, q.log_offset, q.log_limit)
+            .logs(
+                job_id,
+                params.log_level,
+                params.log_offset(),
+                params.log_limit(),
+            )
             .await?;
         let result_summary = if job.status == JobStatus::Success {
             let algorithms = self
                 .result_of(&job)
                 .await
                 .ok()
-                .and_then(|r| r["calibrated"].as_object().map(|m| m.len() as u32));
+                .map(|r| r.calibrated.len() as u32);
             Some(wire::ResultSummary {
                 algorithms_processed: algorithms,
                 age_group: job.age_group.clone(),
@@ -316,7 +309,7 @@ impl JobService {
         })
     }
 
-    async fn result_of(&self, job: &Job) -> ServiceResult<Value> {
+    async fn result_of(&self, job: &Job) -> ServiceResult<wire::CalibrationSuccess> {
         let key = job.result_key.as_deref().ok_or_else(|| {
             ServiceError::Internal(format!("Job {} has no stored result", job.job_id))
         })?;
@@ -328,27 +321,19 @@ impl JobService {
     }
 
     /// GET /api/v1/calibrate/{job_id}/result
-    pub async fn job_result(&self, job_id: &str) -> ServiceResult<Value> {
+    pub async fn job_result(&self, job_id: &str) -> ServiceResult<wire::JobResultResponse> {
         let job = self.existing_job(job_id).await?;
-        match job.status {
+        let result = match job.status {
             JobStatus::Success => {
                 let mut result = self.result_of(&job).await?;
-                result["age_group"] = json!(job.age_group);
-                result["country"] = json!(job.country);
-                result["completed_at"] = ts(job.completed_at);
-                let cache_info = job.cache_info.as_ref().map(|c| {
-                    json!({"cached_at": timestamp(c.cached_at), "source_job_id": c.source_job_id})
+                result.age_group = job.age_group.clone();
+                result.country = job.country.clone();
+                result.completed_at = job.completed_at.map(timestamp);
+                result.cache_info = job.cache_info.as_ref().map(|c| wire::CacheInfo {
+                    cached_at: timestamp(c.cached_at),
+                    source_job_id: c.source_job_id.clone(),
                 });
-                if let Some(info) = &cache_info {
-                    result["cache_info"] = info.clone();
-                }
-                Ok(json!({
-                    "job_id": job.job_id,
-                    "status": "success",
-                    "result": result,
-                    "metadata": metadata_json(&job),
-                    "cache_info": cache_info,
-                }))
+                wire::CalibrationResult::Success(Box::new(result))
             }
             JobStatus::Failed | JobStatus::Timeout => {
                 let message = job
@@ -356,19 +341,29 @@ impl JobService {
                     .as_ref()
                     .map(|e| e.error_message.clone())
                     .unwrap_or_else(|| job.status.as_str().to_string());
-                Ok(json!({
-                    "job_id": job.job_id,
-                    "status": job.status.as_str(),
-                    "result": {"status": job.status.as_str(), "error": message},
-                    "metadata": metadata_json(&job),
-                    "cache_info": null,
-                }))
+                wire::CalibrationResult::Failure(wire::CalibrationFailure {
+                    status: job.status.as_str().to_string(),
+                    error: message,
+                })
             }
-            other => Err(ServiceError::BadRequest(format!(
-                "Job {job_id} is not completed (status: {})",
-                other.as_str()
-            ))),
-        }
+            other => {
+                return Err(ServiceError::BadRequest(format!(
+                    "Job {job_id} is not completed (status: {})",
+                    other.as_str()
+                )))
+            }
+        };
+        let cache_info = match &result {
+            wire::CalibrationResult::Success(r) => r.cache_info.clone(),
+            wire::CalibrationResult::Failure(_) => None,
+        };
+        Ok(wire::JobResultResponse {
+            job_id: job.job_id.clone(),
+            status: job.status,
+            result,
+            metadata: metadata(&job),
+            cache_info,
+        })
     }
 
     /// Moves a job to a terminal state unless it already is in one; retries lost writes.
@@ -436,17 +431,16 @@ impl JobService {
     /// DELETE /api/v1/jobs/clear/all
     pub async fn delete_all(
         &self,
-        params: &HashMap<String, String>,
+        params: &wire::BulkDeleteParams,
     ) -> ServiceResult<wire::BulkDeleteResponse> {
-        let q = query::bulk_delete_query(params)?;
-        if !q.confirm {
+        if params.confirm != Some(true) {
             return Err(ServiceError::BadRequest(
                 "Bulk deletion requires explicit confirmation (set confirm=true)".into(),
             ));
         }
         let filter = JobFilter {
-            status: q.status,
-            age_group: q.age_group,
+            status: params.status,
+            age_group: params.age_group.map(|a| a.as_str().to_string()),
             ..JobFilter::default()
         };
         let (jobs, _) = self
@@ -478,9 +472,8 @@ impl JobService {
     pub async fn retry_job(
         &self,
         job_id: &str,
-        params: &HashMap<String, String>,
+        params: &wire::RetryParams,
     ) -> ServiceResult<wire::RetryResponse> {
-        let q = query::retry_query(params, self.config.max_timeout_minutes)?;
         let old = self.existing_job(job_id).await?;
         if !matches!(old.status, JobStatus::Failed | JobStatus::Timeout) {
             return Err(ServiceError::Conflict(format!(
@@ -489,9 +482,9 @@ impl JobService {
             )));
         }
         let mut body = old.request.clone();
-        body["priority"] = json!(q.new_priority.unwrap_or(old.priority));
+        body["priority"] = json!(params.new_priority.unwrap_or(old.priority));
         let old_minutes = (old.timeout_at - old.created_at).num_minutes();
-        body["timeout_minutes"] = json!(q.new_timeout.map(i64::from).unwrap_or(old_minutes));
+        body["timeout_minutes"] = json!(params.new_timeout.map(i64::from).unwrap_or(old_minutes));
         body["use_cache"] = json!(old.use_cache);
         let valid = validate_job_request(&body, &self.config, "")?;
         let mut job = self.new_job(&valid, JobType::Calibration, None);
@@ -663,14 +656,22 @@ impl JobService {
     /// GET /api/v1/jobs
     pub async fn list_jobs(
         &self,
-        params: &HashMap<String, String>,
+        params: &wire::ListParams,
     ) -> ServiceResult<wire::JobListResponse> {
-        let q = query::list_query(params)?;
-        let offset = (q.page - 1) * q.page_size;
+        let (page, page_size) = (params.page(), params.page_size());
+        let filter = JobFilter {
+            status: params.status,
+            job_type: params.job_type.clone(),
+            age_group: params.age_group.map(|a| a.as_str().to_string()),
+            country: params.country.clone(),
+            created_after: params.created_after,
+            created_before: params.created_before,
+            batch_id: None,
+        };
         let (jobs, total) = self
             .ports
             .store
-            .list_jobs(&q.filter, offset, q.page_size, self.now())
+            .list_jobs(&filter, (page - 1) * page_size, page_size, self.now())
             .await?;
         let items = jobs
             .into_iter()
@@ -684,9 +685,9 @@ impl JobService {
         Ok(wire::JobListResponse {
             jobs: items,
             total_count: total,
-            page: q.page,
-            page_size: q.page_size,
-            has_next: q.page * q.page_size < total,
+            page,
+            page_size,
+            has_next: page * page_size < total,
         })
     }
 
@@ -712,10 +713,9 @@ impl JobService {
     /// DELETE /api/v1/cache/clear
     pub async fn clear_cache(
         &self,
-        params: &HashMap<String, String>,
+        params: &wire::CacheClearParams,
     ) -> ServiceResult<wire::CacheClearResponse> {
-        let q = query::cache_clear_query(params)?;
-        if !q.confirm {
+        if params.confirm != Some(true) {
             return Err(ServiceError::BadRequest(
                 "Cache clearing requires explicit confirmation (set confirm=true)".into(),
             ));
@@ -723,11 +723,10 @@ impl JobService {
         let entries = self.ports.store.cache_entries(self.now()).await?;
         let mut cleared = 0;
         for entry in entries {
-            let age_ok = q
+            let age_ok = params
                 .age_group
-                .as_ref()
-                .is_none_or(|a| entry.age_group.as_ref() == Some(a));
-            let country_ok = q.country.as_ref().is_none_or(|c| {
+                .is_none_or(|a| entry.age_group.as_deref() == Some(a.as_str()));
+            let country_ok = params.country.as_ref().is_none_or(|c| {
                 entry
                     .country
                     .as_ref()
@@ -794,9 +793,10 @@ impl JobService {
     /// GET /api/v1/jobs/metrics
     pub async fn metrics(
         &self,
-        params: &HashMap<String, String>,
+        params: &wire::MetricsParams,
     ) -> ServiceResult<wire::MetricsResponse> {
-        let (label, window) = query::metrics_query(params)?;
+        let range = params.time_range.unwrap_or_default();
+        let window = range.duration();
         let now = self.now();
         let jobs = self
             .ports
@@ -835,7 +835,7 @@ impl JobService {
             .collect();
         let hits = cached.iter().filter(|j| j.cache_info.is_some()).count();
         Ok(wire::MetricsResponse {
-            time_range: label,
+            time_range: range,
             total_jobs: jobs.len() as u64,
             success_rate: rate(successes),
             error_rate: if finished.is_empty() {

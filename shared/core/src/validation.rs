@@ -48,6 +48,12 @@ impl ValidationError {
     }
 }
 
+impl From<FieldError> for ValidationError {
+    fn from(e: FieldError) -> Self {
+        ValidationError { errors: vec![e] }
+    }
+}
+
 impl From<EngineError> for ValidationError {
     fn from(e: EngineError) -> Self {
         match e {

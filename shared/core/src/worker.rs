@@ -52,6 +52,36 @@ async fn log(
     append_log_or_warn(ports.store.as_ref(), job_id, &entry, config.max_log_entries).await;
 }
 
+/// Fails a job that is not terminal yet with `error_type` and `message`, logs it as
+/// `component` and does what follows every terminal transition. Whether this call failed it
+/// (false: it had already ended).
+pub async fn fail_job(
+    ports: &Ports,
+    config: &Config,
+    job_id: &str,
+    component: &str,
+    error_type: &str,
+    message: String,
+) -> Result<bool, StoreError> {
+    let now = ports.clock.now();
+    let ended = finish_job(ports, job_id, JobStatus::Failed, |j| {
+        j.completed_at = Some(now);
+        j.error = Some(ErrorDetails {
+            error_type: error_type.into(),
+            error_message: message.clone(),
+            traceback: None,
+        });
+    })
+    .await?;
+    let Some((job, true)) = ended else {
+        return Ok(false);
+    };
+    let entry = format!("Job failed: {message}");
+    log(ports, config, job_id, LogLevel::Error, component, entry).await;
+    after_terminal(ports, config, &job).await?;
+    Ok(true)
+}
+
 /// Member indices in the order they may start: higher priority first, then submission order.
 pub fn admission_order(members: &[Job]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..members.len()).collect();
@@ -247,26 +277,15 @@ impl Worker {
         error_type: &str,
         message: String,
     ) -> Result<(), StoreError> {
-        let now = self.ports.clock.now();
-        let ended = finish_job(&self.ports, job_id, JobStatus::Failed, |j| {
-            j.completed_at = Some(now);
-            j.error = Some(ErrorDetails {
-                error_type: error_type.into(),
-                error_message: message.clone(),
-                traceback: None,
-            });
-        })
+        fail_job(
+            &self.ports,
+            &self.config,
+            job_id,
+            "worker",
+            error_type,
+            message,
+        )
         .await?;
-        if let Some((job, true)) = ended {
-            self.log(
-                job_id,
-                LogLevel::Error,
-                "worker",
-                format!("Job failed: {message}"),
-            )
-            .await;
-            after_terminal(&self.ports, &self.config, &job).await?;
-        }
         Ok(())
     }
 

@@ -4,7 +4,8 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use vacal_contract::ErrorResponse;
 use vacal_core::domain::timestamp;
 use vacal_core::validation::FieldError;
 use vacal_core::ServiceError;
@@ -19,20 +20,18 @@ pub(crate) fn internal_detail(request_id: &str) -> String {
     format!("Internal server error (request id {request_id})")
 }
 
-/// The §2 body: `detail`, `status_code`, `timestamp`, then any `extra` fields.
-pub(crate) fn error_body(status: StatusCode, detail: &str, extra: Map<String, Value>) -> Value {
-    let mut body = Map::new();
-    body.insert("detail".into(), json!(detail));
-    body.insert("status_code".into(), json!(status.as_u16()));
-    body.insert("timestamp".into(), json!(timestamp(chrono::Utc::now())));
-    for (k, v) in extra {
-        body.entry(k).or_insert(v);
+/// The §2 body, stamped now.
+pub(crate) fn error_body(status: StatusCode, detail: &str) -> ErrorResponse {
+    ErrorResponse {
+        detail: detail.to_string(),
+        status_code: status.as_u16(),
+        timestamp: timestamp(chrono::Utc::now()),
+        errors: None,
     }
-    Value::Object(body)
 }
 
 /// A JSON response with `body`, marked as carrying the error format.
-pub(crate) fn error_json(status: StatusCode, body: Value) -> Response {
+pub(crate) fn error_json(status: StatusCode, body: impl Serialize) -> Response {
     let mut response = (status, Json(body)).into_response();
     response.extensions_mut().insert(ErrorBodyWritten);
     response
@@ -88,19 +87,16 @@ impl From<ServiceError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut extra = Map::new();
-        if let Some(errors) = self.errors {
-            extra.insert("errors".into(), json!(errors));
-        }
         // `detail` is never empty (§2).
         let detail = if self.detail.trim().is_empty() {
-            self.status
-                .canonical_reason()
-                .unwrap_or("Error")
-                .to_string()
+            self.status.canonical_reason().unwrap_or("Error")
         } else {
-            self.detail
+            &self.detail
         };
-        error_json(self.status, error_body(self.status, &detail, extra))
+        let body = ErrorResponse {
+            errors: self.errors,
+            ..error_body(self.status, detail)
+        };
+        error_json(self.status, body)
     }
 }

@@ -1,8 +1,8 @@
 //! Request parsing done by hand, so that no framework rejection (with its own status and
-//! plain-text body) can leak out: JSON bodies from raw bytes, query strings into a map,
+//! plain-text body) can leak out: JSON bodies from raw bytes, query strings into their
+//! contract types,
 //! path IDs that are "not found" whenever they are odd.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -12,7 +12,9 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::Value;
-use vacal_core::JobService;
+use vacal_contract::{FromQuery, Query, QueryLimits};
+use vacal_core::validation::ValidationError;
+use vacal_core::{JobService, ServiceError};
 
 use crate::error::ApiError;
 
@@ -115,22 +117,31 @@ impl FromRequest<Arc<JobService>> for JsonObject {
     }
 }
 
-/// The query string as a map, decoded but not validated (core validates → 422). A repeated
-/// parameter keeps its last value, as FastAPI did for scalar parameters.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct QueryMap(pub HashMap<String, String>);
-
-pub fn parse_query(query: Option<&str>) -> HashMap<String, String> {
+/// The query string decoded into a map. A repeated parameter keeps its last value, as
+/// FastAPI did for scalar parameters.
+pub fn parse_query(query: Option<&str>) -> Query {
     form_urlencoded::parse(query.unwrap_or("").as_bytes())
         .into_owned()
         .collect()
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for QueryMap {
-    type Rejection = std::convert::Infallible;
+/// A route's query parameters as their contract type; a bad one is a 422 naming it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Params<T>(pub T);
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(QueryMap(parse_query(parts.uri.query())))
+impl<T: FromQuery> FromRequestParts<Arc<JobService>> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<JobService>,
+    ) -> Result<Self, ApiError> {
+        let limits = QueryLimits {
+            max_timeout_minutes: state.config().max_timeout_minutes,
+        };
+        T::from_query(&parse_query(parts.uri.query()), limits)
+            .map(Params)
+            .map_err(|e| ServiceError::from(ValidationError::from(e)).into())
     }
 }
 

@@ -7,15 +7,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use serde_json::{json, Value};
 use vacal_core::JobService;
 
 use crate::error::{error_body, error_json, ApiError};
-use crate::extract::{JsonObject, PathId, QueryMap};
+use crate::extract::{JsonObject, Params, PathId};
 use crate::schema::*;
 
 type Service = State<Arc<JobService>>;
-type ApiResult = Result<Json<Value>, ApiError>;
 /// A handler whose response body is a contract type.
 type Typed<T> = Result<Json<T>, ApiError>;
 
@@ -26,15 +24,15 @@ pub(crate) struct OpenApiJson(pub Arc<String>);
 /// Public service information.
 #[utoipa::path(get, path = "/", tag = "service", security(()),
     responses((status = 200, description = "Service information", body = ServiceInfo)))]
-pub async fn service_info() -> Json<Value> {
-    Json(json!({
-        "name": "vacal",
-        "version": env!("CARGO_PKG_VERSION"),
-        "engine_version": vacal_engine::ENGINE_VERSION,
-        "status": "running",
-        "docs": "/api/v1/openapi.json",
-        "health": "/api/v1/jobs/health",
-    }))
+pub async fn service_info() -> Json<ServiceInfo> {
+    Json(ServiceInfo {
+        name: "vacal".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        engine_version: vacal_engine::ENGINE_VERSION.into(),
+        status: "running".into(),
+        docs: "/api/v1/openapi.json".into(),
+        health: "/api/v1/jobs/health".into(),
+    })
 }
 
 /// This document.
@@ -76,7 +74,7 @@ pub async fn create_job(
 pub async fn job_status(
     State(s): Service,
     PathId(id): PathId,
-    QueryMap(q): QueryMap,
+    Params(q): Params<StatusParams>,
 ) -> Typed<JobStatusResponse> {
     Ok(Json(s.job_status(&id, &q).await?))
 }
@@ -89,7 +87,7 @@ pub async fn job_status(
         (status = 400, description = "Job not completed (pending, running or cancelled)", body = ErrorResponse),
         (status = 404, description = "Unknown job", body = ErrorResponse),
     ))]
-pub async fn job_result(State(s): Service, PathId(id): PathId) -> ApiResult {
+pub async fn job_result(State(s): Service, PathId(id): PathId) -> Typed<JobResultResponse> {
     Ok(Json(s.job_result(&id).await?))
 }
 
@@ -140,7 +138,7 @@ pub async fn batch_status(State(s): Service, PathId(id): PathId) -> Typed<BatchS
         (status = 200, description = "One page of jobs, newest first", body = JobListResponse),
         (status = 422, description = "Bad query parameter", body = ErrorResponse),
     ))]
-pub async fn list_jobs(State(s): Service, QueryMap(q): QueryMap) -> Typed<JobListResponse> {
+pub async fn list_jobs(State(s): Service, Params(q): Params<ListParams>) -> Typed<JobListResponse> {
     Ok(Json(s.list_jobs(&q).await?))
 }
 
@@ -159,7 +157,10 @@ pub async fn cache_stats(State(s): Service) -> Typed<CacheStatsResponse> {
         (status = 400, description = "confirm=true missing", body = ErrorResponse),
         (status = 422, description = "Bad query parameter", body = ErrorResponse),
     ))]
-pub async fn clear_cache(State(s): Service, QueryMap(q): QueryMap) -> Typed<CacheClearResponse> {
+pub async fn clear_cache(
+    State(s): Service,
+    Params(q): Params<CacheClearParams>,
+) -> Typed<CacheClearResponse> {
     Ok(Json(s.clear_cache(&q).await?))
 }
 
@@ -175,11 +176,15 @@ pub async fn health(State(s): Service) -> Response {
         Err(e) => {
             let status = StatusCode::SERVICE_UNAVAILABLE;
             let reason = e.to_string();
-            let detail = format!("Job system unavailable: {reason}");
-            let mut extra = serde_json::Map::new();
-            extra.insert("status".into(), json!("unhealthy"));
-            extra.insert("error".into(), json!(reason));
-            error_json(status, error_body(status, &detail, extra))
+            let error = error_body(status, &format!("Job system unavailable: {reason}"));
+            let body = HealthUnavailableResponse {
+                detail: error.detail,
+                status_code: error.status_code,
+                timestamp: error.timestamp,
+                status: "unhealthy".into(),
+                error: reason,
+            };
+            error_json(status, body)
         }
     }
 }
@@ -191,7 +196,10 @@ pub async fn health(State(s): Service) -> Response {
         (status = 200, description = "Metrics", body = MetricsResponse),
         (status = 422, description = "Unknown time_range", body = ErrorResponse),
     ))]
-pub async fn metrics(State(s): Service, QueryMap(q): QueryMap) -> Typed<MetricsResponse> {
+pub async fn metrics(
+    State(s): Service,
+    Params(q): Params<MetricsParams>,
+) -> Typed<MetricsResponse> {
     Ok(Json(s.metrics(&q).await?))
 }
 
@@ -214,7 +222,10 @@ pub async fn delete_job(State(s): Service, PathId(id): PathId) -> Typed<DeleteJo
         (status = 400, description = "confirm=true missing", body = ErrorResponse),
         (status = 422, description = "Bad query parameter", body = ErrorResponse),
     ))]
-pub async fn delete_all(State(s): Service, QueryMap(q): QueryMap) -> Typed<BulkDeleteResponse> {
+pub async fn delete_all(
+    State(s): Service,
+    Params(q): Params<BulkDeleteParams>,
+) -> Typed<BulkDeleteResponse> {
     Ok(Json(s.delete_all(&q).await?))
 }
 
@@ -230,7 +241,7 @@ pub async fn delete_all(State(s): Service, QueryMap(q): QueryMap) -> Typed<BulkD
 pub async fn retry_job(
     State(s): Service,
     PathId(id): PathId,
-    QueryMap(q): QueryMap,
+    Params(q): Params<RetryParams>,
 ) -> Typed<RetryResponse> {
     Ok(Json(s.retry_job(&id, &q).await?))
 }

@@ -10,7 +10,6 @@ use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde_json::Map;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tracing::Instrument;
 use vacal_core::Config;
@@ -91,7 +90,7 @@ fn ensure_error_body(response: Response, method: &Method, path: &str, id: &str) 
     let (mut parts, _) = response.into_parts();
     parts.headers.remove(CONTENT_LENGTH);
     parts.headers.remove(CONTENT_TYPE);
-    let fresh = error_json(status, error_body(status, &detail, Map::new()));
+    let fresh = error_json(status, error_body(status, &detail));
     let (fresh_parts, body) = fresh.into_parts();
     parts.headers.extend(fresh_parts.headers);
     parts.extensions.insert(ErrorBodyWritten);

@@ -34,7 +34,7 @@ use crate::handlers;
         handlers::delete_all,
         handlers::retry_job,
     ),
-    components(schemas(crate::schema::ErrorResponse)),
+    components(schemas(crate::schema::ErrorResponse, crate::schema::FitDiagnostics)),
     tags(
         (name = "jobs", description = "Calibration jobs"),
         (name = "batches", description = "Batches of jobs"),

@@ -77,8 +77,8 @@ async fn a_job_runs_from_creation_to_result() {
         panic!("a success result")
     };
     assert_eq!(r.causes.len(), 6);
-    assert_eq!(r.age_group, "neonate");
-    assert_eq!(r.country, "Mozambique");
+    assert_eq!(r.age_group.as_deref(), Some("neonate"));
+    assert_eq!(r.country.as_deref(), Some("Mozambique"));
     let eava = &r.calibrated["eava"];
     assert!((eava.mean.iter().sum::<f64>() - 1.0).abs() < 0.01);
     for i in 0..6 {
@@ -87,7 +87,7 @@ async fn a_job_runs_from_creation_to_result() {
     assert_eq!(r.uncalibrated["eava"].len(), 6);
     // 200 draws over 4 chains cannot reach the ESS of 400 that trustworthy summaries need:
     // the result and the job's log say so.
-    let warnings = r.warnings.expect("the engine reports its warnings");
+    let warnings = r.warnings;
     assert!(
         warnings
             .iter()

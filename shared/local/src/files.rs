@@ -8,14 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use vacal_core::ports::{ResultStore, StoreError, StoreResult};
+use vacal_core::ports::{check_result_key, ResultStore, StoreError, StoreResult};
 
 /// Prefix of files being written; never a valid key (keys are hex).
 const TEMP_PREFIX: &str = ".tmp-";
 /// Temp files older than this at start-up were left by a crash.
 const STALE_TEMP: Duration = Duration::from_secs(3600);
-/// Keys are SHA-256 hex (64 characters); leave room for other hashes, refuse absurd ones.
-const MAX_KEY_LEN: usize = 128;
 
 /// Results as files. A write goes to a temp file first and is then hard-linked to its
 /// name: the link fails if the name exists, so a put never overwrites and a reader never
@@ -40,16 +38,7 @@ impl FsResultStore {
     }
 
     fn path_of(&self, key: &str) -> StoreResult<PathBuf> {
-        // The key becomes a file name: only lowercase hex, so no path tricks and no two
-        // keys that a case-insensitive file system would confuse.
-        let valid = !key.is_empty()
-            && key.len() <= MAX_KEY_LEN
-            && key.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        if !valid {
-            return Err(StoreError::Other(format!(
-                "invalid result key {key:?}: expected 1-{MAX_KEY_LEN} lowercase hex characters"
-            )));
-        }
+        check_result_key(key)?;
         Ok(self.dir.join(format!("{key}.json")))
     }
 
