@@ -6,9 +6,10 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 use serde_json::{json, Value};
+use vacal_core::result::calibration_output;
 use vacal_core::validation::validate_job_request;
 use vacal_core::Config;
-use vacal_engine::{calibrate, result_json, result_warnings, EngineError, NoProgress};
+use vacal_engine::{calibrate, EngineError, NoProgress};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Format {
@@ -95,7 +96,8 @@ pub fn run(args: CalibrateArgs) -> ExitCode {
     };
     match calibrate(&valid.request, &NoProgress) {
         Ok(calibration) => {
-            let result = result_json(&valid.request, &calibration);
+            let result = serde_json::to_value(calibration_output(&valid.request, &calibration))
+                .expect("results serialise");
             let text = match args.format {
                 Format::Json => {
                     serde_json::to_string_pretty(&result).expect("result serialises") + "\n"
@@ -197,7 +199,12 @@ pub fn table(result: &Value) -> String {
             ));
         }
     }
-    let warnings = result_warnings(result);
+    let warnings: Vec<&str> = result["warnings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
     if !warnings.is_empty() {
         out.push('\n');
         for warning in warnings {

@@ -229,7 +229,7 @@ async fn a_single_record_runs_its_job_to_success() {
     let vacal_contract::CalibrationResult::Success(success) = result.result else {
         panic!("a success result: {:?}", result.result)
     };
-    assert!(!success.calibrated.is_empty(), "{success:?}");
+    assert!(!success.output.calibrated.is_empty(), "{success:?}");
     // The response serialises as Lambda expects it.
     let wire = serde_json::to_value(&response).unwrap();
     assert_eq!(wire, json!({"batchItemFailures": []}));

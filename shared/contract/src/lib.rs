@@ -499,11 +499,11 @@ fn diagnostics_by_row() -> utoipa::openapi::schema::Object {
         .build()
 }
 
-/// The result of a successful job (§5.5), with the engine's extensions, in the order the
-/// fields are written. Maps keyed by row follow the order of the rows: the algorithms in
-/// input order, then `ensemble` when it ran.
+/// What a calibration gives (§5.5, with the engine's extensions), in the order the fields are
+/// written; the result store keeps it and `vacal calibrate` prints it. Maps keyed by row
+/// follow the order of the rows: the algorithms in input order, then `ensemble` when it ran.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct CalibrationSuccess {
+pub struct CalibrationOutput {
     /// `success`.
     pub status: String,
     /// Canonical broad-cause order labelling every array below.
@@ -536,6 +536,13 @@ pub struct CalibrationSuccess {
     /// The settings the run used, defaults resolved.
     pub settings: Value,
     pub engine_version: String,
+}
+
+/// The result of a successful job: the calibration's output, then the job's setting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CalibrationSuccess {
+    #[serde(flatten)]
+    pub output: CalibrationOutput,
     /// The job's age group (null for custom classifiers with their own matrices).
     #[serde(default)]
     #[schema(required = true)]

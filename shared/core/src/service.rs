@@ -309,7 +309,7 @@ impl JobService {
         })
     }
 
-    async fn result_of(&self, job: &Job) -> ServiceResult<wire::CalibrationSuccess> {
+    async fn result_of(&self, job: &Job) -> ServiceResult<wire::CalibrationOutput> {
         let key = job.result_key.as_deref().ok_or_else(|| {
             ServiceError::Internal(format!("Job {} has no stored result", job.job_id))
         })?;
@@ -325,15 +325,17 @@ impl JobService {
         let job = self.existing_job(job_id).await?;
         let result = match job.status {
             JobStatus::Success => {
-                let mut result = self.result_of(&job).await?;
-                result.age_group = job.age_group.clone();
-                result.country = job.country.clone();
-                result.completed_at = job.completed_at.map(timestamp);
-                result.cache_info = job.cache_info.as_ref().map(|c| wire::CacheInfo {
-                    cached_at: timestamp(c.cached_at),
-                    source_job_id: c.source_job_id.clone(),
-                });
-                wire::CalibrationResult::Success(Box::new(result))
+                let output = self.result_of(&job).await?;
+                wire::CalibrationResult::Success(Box::new(wire::CalibrationSuccess {
+                    output,
+                    age_group: job.age_group.clone(),
+                    country: job.country.clone(),
+                    completed_at: job.completed_at.map(timestamp),
+                    cache_info: job.cache_info.as_ref().map(|c| wire::CacheInfo {
+                        cached_at: timestamp(c.cached_at),
+                        source_job_id: c.source_job_id.clone(),
+                    }),
+                }))
             }
             JobStatus::Failed | JobStatus::Timeout => {
                 let message = job

@@ -7,10 +7,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio::sync::mpsc;
+use vacal_contract::CalibrationOutput;
 use vacal_engine::error::panic_message;
-use vacal_engine::{calibrate, result_json, result_warnings, CalibrationRequest, EngineError};
+use vacal_engine::{calibrate, CalibrationRequest, EngineError};
+
+use crate::result::calibration_output;
 
 use crate::config::Config;
 use crate::domain::{
@@ -492,7 +494,7 @@ impl Worker {
             )
             .await;
             // A stored result that does not parse has no warnings to repeat.
-            if let Ok(result) = serde_json::from_slice::<Value>(&cached) {
+            if let Ok(result) = serde_json::from_slice::<CalibrationOutput>(&cached) {
                 self.log_warnings(&job.job_id, &result).await;
             }
             after_terminal(&self.ports, &self.config, &done).await?;
@@ -502,9 +504,9 @@ impl Worker {
 
     /// Logs the result's warnings (fits that should not be trusted as they are) on the job:
     /// the result keeps them too, but the log is where a user watching the job sees them.
-    async fn log_warnings(&self, job_id: &str, result: &Value) {
-        for warning in result_warnings(result) {
-            self.log(job_id, LogLevel::Warning, "engine", warning.to_string())
+    async fn log_warnings(&self, job_id: &str, result: &CalibrationOutput) {
+        for warning in &result.warnings {
+            self.log(job_id, LogLevel::Warning, "engine", warning.clone())
                 .await;
         }
     }
@@ -516,7 +518,7 @@ impl Worker {
         &self,
         job: &Job,
         request: CalibrationRequest,
-    ) -> Result<Result<Value, EngineError>, StoreError> {
+    ) -> Result<Result<CalibrationOutput, EngineError>, StoreError> {
         let cancelled = Arc::new(AtomicBool::new(false));
         let (steps_tx, mut steps_rx) = mpsc::unbounded_channel();
         let progress = EngineProgress {
@@ -525,7 +527,7 @@ impl Worker {
         };
         let engine = tokio::task::spawn_blocking(move || {
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                calibrate(&request, &progress).map(|c| result_json(&request, &c))
+                calibrate(&request, &progress).map(|c| calibration_output(&request, &c))
             }));
             outcome.unwrap_or_else(|panic| {
                 let message = panic_message(&*panic);

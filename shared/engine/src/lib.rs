@@ -1,8 +1,8 @@
 //! vacal-engine: a native implementation of `vacalibration()` from the R package
 //! vacalibration 2.2 (calibration-model.md), pure and synchronous: no I/O, no async.
 //!
-//! `CalibrationRequest::from_json` reads a request, `calibrate` runs it, and
-//! `result_json` renders the result object of the API.
+//! `CalibrationRequest::from_json` reads a request and `calibrate` runs it into a typed
+//! `Calibration`; the service renders that as the API's result (vacal-core's `result`).
 
 pub mod calibrate;
 pub mod data;
@@ -18,13 +18,11 @@ pub mod nuts;
 pub mod pathcorr;
 pub mod prepare;
 pub mod request;
-pub mod result;
 
 pub use calibrate::{calibrate, Calibration, Diagnostics, NoProgress, Progress, RowResult};
 pub use data::AgeGroup;
 pub use error::EngineError;
 pub use request::CalibrationRequest;
-pub use result::{result_json, result_warnings};
 
 /// Version of the engine, part of every cache key.
 pub const ENGINE_VERSION: &str = concat!("vacal-engine ", env!("CARGO_PKG_VERSION"));

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::result_of;
+use common::{result_of, ByName};
 use serde_json::{json, Value};
 use vacal_engine::data::{
     stored_matrix, AgeGroup, StoredKind, StoredMatrix, COUNTRIES, STORED_ALGORITHMS,
@@ -346,19 +346,17 @@ fn an_algorithm_with_one_calibrated_cause_keeps_its_observed_csmf() {
     let result = result_of(&body);
     let observed = [44., 168., 267., 268., 29., 164.];
     let shares: Vec<f64> = observed.iter().map(|x| x / 940.0).collect();
-    for bound in ["mean", "lower_ci", "upper_ci"] {
-        assert_eq!(
-            result["calibrated"]["eava"][bound],
-            json!(shares),
-            "{bound}"
-        );
+    let eava = result.row("eava");
+    for (bound, values) in [
+        ("mean", &eava.mean),
+        ("lower_ci", &eava.lower_ci),
+        ("upper_ci", &eava.upper_ci),
+    ] {
+        assert_eq!(values, &shares, "{bound}");
     }
-    assert_eq!(
-        result["calibrated_deaths"]["eava"],
-        json!([44, 168, 267, 268, 29, 164])
-    );
-    assert_eq!(result["lambda"]["eava"], Value::Null);
-    assert_eq!(result["diagnostics"]["eava"], Value::Null);
+    assert_eq!(result.deaths_of("eava"), observed);
+    assert_eq!(result.lambda_of("eava"), None);
+    assert!(eava.diagnostics.is_none());
 }
 
 /// §5.3: the column ranges run over every row, those of causes already excluded included, and

@@ -7,12 +7,9 @@
 
 mod common;
 
-use common::result_of;
+use common::{result_of, ByName};
 use serde_json::{json, Value};
-
-fn numbers(v: &Value) -> Vec<f64> {
-    serde_json::from_value(v.clone()).expect("array of numbers")
-}
+use vacal_engine::Calibration;
 
 /// Mean and 2.5 % / 97.5 % quantiles of a density given on midpoints of (0, 1).
 struct Posterior {
@@ -111,11 +108,9 @@ fn prior_posterior(
 }
 
 /// Compares the calibrated share of cause a among the calibrated causes {a, b}.
-fn assert_close_to(result: &Value, row: &str, exact: &Posterior, what: &str) {
-    let calibrated = &result["calibrated"][row];
-    let mean = numbers(&calibrated["mean"]);
-    let lower = numbers(&calibrated["lower_ci"]);
-    let upper = numbers(&calibrated["upper_ci"]);
+fn assert_close_to(result: &Calibration, row: &str, exact: &Posterior, what: &str) {
+    let calibrated = result.row(row);
+    let (mean, lower, upper) = (&calibrated.mean, &calibrated.lower_ci, &calibrated.upper_ci);
     // D, the calibrated causes' uncalibrated share, scales r into the output (§8.1).
     let share = mean[0] + mean[1];
     let (r_mean, r_lower, r_upper) = (mean[0] / share, lower[0] / share, upper[0] / share);
@@ -159,12 +154,16 @@ fn assert_three_cause_fits(
             "missmat": {"x": {"causes": ["a", "b", "other"], "matrix": matrix}},
             "mcmc": mcmc(sampler),
         }));
-        assert_eq!(result["settings"]["pshrink_strength"], 4.0);
-        assert_eq!(result["lambda"]["x"], 0.0);
-        assert_eq!(result["calibrated_causes"]["x"], json!([true, true, false]));
-        let calibrated = &result["calibrated"]["x"];
-        for bound in ["mean", "lower_ci", "upper_ci"] {
-            assert_eq!(calibrated[bound][2], 0.75, "{bound} of the excluded cause");
+        assert_eq!(result.pshrink_strength, 4.0);
+        assert_eq!(result.lambda_of("x"), Some(0.0));
+        let calibrated = result.row("x");
+        assert_eq!(calibrated.calibrated_causes, [true, true, false]);
+        for (bound, values) in [
+            ("mean", &calibrated.mean),
+            ("lower_ci", &calibrated.lower_ci),
+            ("upper_ci", &calibrated.upper_ci),
+        ] {
+            assert_eq!(values[2], 0.75, "{bound} of the excluded cause");
         }
         assert_close_to(
             &result,
@@ -200,18 +199,18 @@ fn fixed_path_correction_lands_on_the_hand_computed_lambda_and_the_exact_posteri
             "missmat": {"x": {"causes": ["a", "b"], "matrix": b}},
             "mcmc": mcmc(sampler),
         }));
-        let got_lambda = result["lambda"]["x"].as_f64().unwrap();
+        let got_lambda = result.lambda_of("x").unwrap();
         assert!((got_lambda - lambda).abs() < 1e-9, "λ = {got_lambda}");
-        assert_eq!(result["settings"]["pshrink_strength"], 0.0);
+        assert_eq!(result.pshrink_strength, 0.0);
         assert_close_to(
             &result,
             "x",
             &exact,
             &format!("fixed, path correction, {sampler}"),
         );
-        let deaths = numbers(&result["calibrated_deaths"]["x"]);
+        let deaths = result.deaths_of("x");
         assert_eq!(deaths.iter().sum::<f64>(), 100.0);
-        let mean = numbers(&result["calibrated"]["x"]["mean"]);
+        let mean = &result.row("x").mean;
         assert!(
             (deaths[0] - 100.0 * mean[0]).abs() <= 1.0,
             "{deaths:?} against {mean:?}"
@@ -291,15 +290,15 @@ fn the_fixed_ensemble_pools_the_deaths_and_multiplies_the_likelihoods() {
         },
         "mcmc": mcmc("auto"),
     }));
-    assert_eq!(result["settings"]["ensemble"], true);
+    assert!(result.ensemble);
     assert_close_to(&result, "ensemble", &exact, "fixed ensemble");
     // `other` keeps the pooled uncalibrated share: 500 of 700 deaths.
-    assert_eq!(result["calibrated"]["ensemble"]["mean"][2], 500.0 / 700.0);
+    assert_eq!(result.row("ensemble").mean[2], 500.0 / 700.0);
     // Every algorithm's deaths on S_ens are redistributed with the ensemble CSMF (§9).
-    let ensemble_mean = numbers(&result["calibrated"]["ensemble"]["mean"]);
+    let ensemble_mean = &result.row("ensemble").mean;
     let r = ensemble_mean[0] / (ensemble_mean[0] + ensemble_mean[1]);
     for (algorithm, n_s, other) in [("x", 100.0, 300.0), ("y", 100.0, 200.0)] {
-        let deaths = numbers(&result["calibrated_deaths_ensemble"][algorithm]);
+        let deaths = result.ensemble_deaths_of(algorithm);
         assert_eq!(
             deaths[2], other,
             "{algorithm}: `other` keeps its observed deaths"
@@ -326,7 +325,7 @@ fn lambda_is_capped_at_0_99_for_prior_matrices_only() {
             "missmat": {"x": {"causes": ["a", "b"], "matrix": matrix}},
             "mcmc": {"n_mcmc": 400, "n_burn": 400},
         }));
-        let lambda = result["lambda"]["x"].as_f64().unwrap();
+        let lambda = result.lambda_of("x").unwrap();
         assert!((lambda - want).abs() < 1e-9, "{mmat_type}: λ = {lambda}");
     }
 }
@@ -342,6 +341,6 @@ fn path_correction_overrides_the_shrinkage_strength() {
             "path_correction": path_correction, "pshrink_strength": 10.0,
             "mcmc": {"n_mcmc": 400, "n_burn": 400},
         }));
-        assert_eq!(result["settings"]["pshrink_strength"], want);
+        assert_eq!(result.pshrink_strength, want);
     }
 }

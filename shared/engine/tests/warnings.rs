@@ -1,35 +1,25 @@
-//! The result tells users when a fit should not be trusted.
+//! The calibration tells users when a fit should not be trusted.
 
 use serde_json::{json, Value};
-use vacal_engine::{calibrate, result_json, CalibrationRequest, NoProgress};
+use vacal_engine::{calibrate, Calibration, CalibrationRequest, NoProgress};
 
-fn run(body: Value) -> Value {
+fn run(body: Value) -> Calibration {
     let request = CalibrationRequest::from_json(&body).unwrap();
-    let calibration = calibrate(&request, &NoProgress).unwrap();
-    result_json(&request, &calibration)
-}
-
-fn warnings(result: &Value) -> Vec<&str> {
-    result["warnings"]
-        .as_array()
-        .expect("warnings is an array")
-        .iter()
-        .map(|w| w.as_str().unwrap())
-        .collect()
+    calibrate(&request, &NoProgress).unwrap()
 }
 
 #[test]
 fn a_default_calibration_has_no_warnings() {
-    let result = run(json!({
+    let calibration = run(json!({
         "va_data": {"eava": "use_example", "insilicova": "use_example", "interva": "use_example"},
         "age_group": "neonate",
         "country": "Mozambique"
     }));
+    let diagnostics: Vec<_> = calibration.rows.iter().map(|r| &r.diagnostics).collect();
     assert_eq!(
-        warnings(&result),
-        Vec::<&str>::new(),
-        "{}",
-        result["diagnostics"]
+        calibration.warnings(),
+        Vec::<String>::new(),
+        "{diagnostics:?}"
     );
 }
 
@@ -38,18 +28,21 @@ fn chains_stuck_in_different_modes_are_reported() {
     // Without path correction, the Kenyan neonatal matrices make the ensemble posterior
     // bimodal (pneumonia or sepsis takes most deaths); chains rarely cross between the modes,
     // so they disagree. R's single chain reports one mode and says nothing.
-    let result = run(json!({
+    let calibration = run(json!({
         "va_data": {"eava": "use_example", "insilicova": "use_example", "interva": "use_example"},
         "age_group": "neonate",
         "country": "Kenya",
         "path_correction": false,
         "mcmc": {"seed": 1}
     }));
-    let rhat = result["diagnostics"]["ensemble"]["max_rhat"]
-        .as_f64()
-        .unwrap();
+    let ensemble = calibration
+        .rows
+        .iter()
+        .find(|r| r.name == "ensemble")
+        .expect("an ensemble row");
+    let rhat = ensemble.diagnostics.as_ref().unwrap().max_rhat;
     assert!(rhat > 1.1, "{rhat}");
-    let warnings = warnings(&result);
+    let warnings = calibration.warnings();
     assert!(
         warnings
             .iter()

@@ -76,18 +76,18 @@ async fn a_job_runs_from_creation_to_result() {
     let schema::CalibrationResult::Success(r) = result.result else {
         panic!("a success result")
     };
-    assert_eq!(r.causes.len(), 6);
+    assert_eq!(r.output.causes.len(), 6);
     assert_eq!(r.age_group.as_deref(), Some("neonate"));
     assert_eq!(r.country.as_deref(), Some("Mozambique"));
-    let eava = &r.calibrated["eava"];
+    let eava = &r.output.calibrated["eava"];
     assert!((eava.mean.iter().sum::<f64>() - 1.0).abs() < 0.01);
     for i in 0..6 {
         assert!(eava.lower_ci[i] <= eava.mean[i] && eava.mean[i] <= eava.upper_ci[i]);
     }
-    assert_eq!(r.uncalibrated["eava"].len(), 6);
+    assert_eq!(r.output.uncalibrated["eava"].len(), 6);
     // 200 draws over 4 chains cannot reach the ESS of 400 that trustworthy summaries need:
     // the result and the job's log say so.
-    let warnings = r.warnings;
+    let warnings = r.output.warnings;
     assert!(
         warnings
             .iter()
