@@ -467,6 +467,27 @@ fn check_deaths(algorithm: &str, counts: &[f64], config: &Config) -> Result<(), 
 mod tests {
     use super::*;
 
+    /// The engine reads the request body by hand; the contract documents it. A field one has
+    /// and the other lacks fails here.
+    #[test]
+    fn the_contract_documents_exactly_the_fields_the_parser_reads() {
+        use std::collections::BTreeSet;
+        use utoipa::PartialSchema;
+        let schema = serde_json::to_value(vacal_contract::CalibrationJobRequest::schema()).unwrap();
+        let documented: BTreeSet<&str> = schema["properties"]
+            .as_object()
+            .expect("the request schema has properties")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let read: BTreeSet<&str> = vacal_engine::request::KNOWN_FIELDS
+            .iter()
+            .chain(&API_FIELDS)
+            .copied()
+            .collect();
+        assert_eq!(documented, read);
+    }
+
     fn valid(body: Value) -> ValidJobRequest {
         validate_job_request(&body, &Config::default(), "").unwrap()
     }
