@@ -14,9 +14,7 @@ use std::collections::BTreeMap;
 use rand::rngs::ChaCha8Rng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Gamma};
-use vacal_engine::diagnostics::diagnose_samples;
-use vacal_engine::mcmc::{ChainDraws, Samples};
-use vacal_engine::numeric::quantile;
+use vacal_engine::diagnostics::{diagnose_samples, quantile, ChainDraws, Samples};
 use vacal_engine::request::MmatType;
 use vacal_engine::{calibrate, CalibrationRequest, NoProgress};
 

@@ -14,7 +14,8 @@
 //!   fewer than 4 draws per chain for R-hat, or fewer than 6 draws per chain for ESS (split
 //!   halves of fewer than 3 draws, `posterior`'s limit).
 
-use crate::mcmc::Samples;
+pub use crate::mcmc::{ChainDraws, Samples};
+pub use crate::numeric::quantile;
 
 /// Rank-normalised split R-hat: the maximum of the bulk R-hat and the R-hat of the draws folded
 /// around their median, both computed on rank-normalised split chains.

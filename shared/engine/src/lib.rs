@@ -6,18 +6,20 @@
 
 pub mod calibrate;
 pub mod data;
-pub mod density;
+mod density;
 pub mod diagnostics;
 pub mod error;
-pub mod gibbs;
-pub mod independence;
-pub mod mcmc;
-pub mod model;
-pub mod numeric;
-pub mod nuts;
-pub mod pathcorr;
+mod gibbs;
+mod independence;
+mod mcmc;
+mod model;
+mod numeric;
+mod nuts;
+mod pathcorr;
 pub mod prepare;
 pub mod request;
+#[cfg(test)]
+mod samplers_agree;
 
 pub use calibrate::{calibrate, Calibration, Diagnostics, NoProgress, Progress, RowResult};
 pub use data::AgeGroup;

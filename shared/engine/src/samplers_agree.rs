@@ -4,16 +4,19 @@
 //! inputs exist they reproduce those at a few thousandths, far inside the parity tolerances;
 //! NUTS on R's ensemble inputs reproduces R's ensemble summaries within Monte Carlo error.
 
-mod common;
+// A unit-test module: the samplers are internal to the crate.
+#[path = "../tests/common/reference.rs"]
+mod reference;
 
 use serde_json::Value;
-use vacal_engine::diagnostics::diagnose_samples;
-use vacal_engine::gibbs::sample_gibbs;
-use vacal_engine::independence::{plan, sample_independence};
-use vacal_engine::mcmc::{McmcSettings, Samples};
-use vacal_engine::model::{AlgorithmTerm, Misclassification, ModelSpec};
-use vacal_engine::numeric::quantile;
-use vacal_engine::nuts::sample_nuts;
+
+use crate::diagnostics::diagnose_samples;
+use crate::gibbs::sample_gibbs;
+use crate::independence::{plan, sample_independence};
+use crate::mcmc::{McmcSettings, Samples};
+use crate::model::{AlgorithmTerm, Misclassification, ModelSpec};
+use crate::numeric::quantile;
+use crate::nuts::sample_nuts;
 
 fn f(v: &Value) -> f64 {
     v.as_f64().expect("number")
@@ -36,7 +39,7 @@ fn calibrated_in<'a>(out: &'a Value, row: &str) -> Vec<&'a str> {
 
 /// The single-algorithm model R fitted in a reference run: r over the calibrated causes.
 fn model_of(case: &str) -> ModelSpec {
-    let run = common::reference::reference_run(case);
+    let run = reference::reference_run(case);
     let out = &run["outputs"];
     let algorithm = out["algorithms"][0].as_str().unwrap();
     let causes = causes_of(out);
@@ -236,7 +239,7 @@ fn the_pilot_declines_the_independence_sampler_without_path_correction() {
 /// value}}` on the full cause scale, and per summary the largest difference between two long
 /// runs with different Stan seeds.
 fn long_stan_run(case: &str) -> (Value, Value) {
-    let file = common::reference::fixtures_dir().join("gibbs_vs_stan.json");
+    let file = reference::fixtures_dir().join("gibbs_vs_stan.json");
     let all: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
     let run = &all["long_runs"][case];
     assert_eq!(run["same_Mmat_tomodel_as_reference"], true, "{case}");
@@ -254,7 +257,7 @@ fn long_stan_run(case: &str) -> (Value, Value) {
 /// runs with different seeds, plus four Monte Carlo standard errors of ours.
 fn assert_matches_long_stan(case: &str, fixture: &str, sampler: &str, ours: &Summary) {
     let (stan, seed_spread) = long_stan_run(case);
-    let run = common::reference::reference_run(fixture);
+    let run = reference::reference_run(fixture);
     let out = &run["outputs"];
     let algorithm = out["algorithms"][0].as_str().unwrap();
     let calibrated = calibrated_in(out, algorithm);
@@ -383,7 +386,7 @@ fn nuts_matches_r_ensembles_on_the_same_inputs() {
         "neonate_ensemble_mozambique__r2_s2",
         "neonate_ensemble_mozambique_mixed_donotcalib__r1_s1",
     ] {
-        let run = common::reference::reference_run(case);
+        let run = reference::reference_run(case);
         let out = &run["outputs"];
         let causes = causes_of(out);
         let calibrated = calibrated_in(out, "ensemble");
