@@ -1,12 +1,12 @@
 //! A calibration as the API's result (api-reference §5.5): the engine returns types, and
 //! this is the one place that turns them into the contract's.
 
+use indexmap::IndexMap;
 use serde_json::{json, Value};
 use vacal_contract as wire;
-use vacal_engine::calibrate::mcmc_settings;
-use vacal_engine::{data, Calibration, CalibrationRequest, Diagnostics, RowResult, ENGINE_VERSION};
-
-use indexmap::IndexMap;
+use vacal_engine::{
+    data, mcmc_settings, Calibration, CalibrationRequest, Diagnostics, RowResult, ENGINE_VERSION,
+};
 
 fn amounts(values: &[f64]) -> Vec<wire::Amount> {
     values.iter().copied().map(wire::Amount).collect()

@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use vacal_contract::CalibrationOutput;
-use vacal_engine::error::panic_message;
-use vacal_engine::{calibrate, CalibrationRequest, EngineError};
+use vacal_engine::{calibrate, panic_message, CalibrationRequest, EngineError};
 
 use crate::result::calibration_output;
 

@@ -3,12 +3,17 @@
 //!
 //! `CalibrationRequest::from_json` reads a request and `calibrate` runs it into a typed
 //! `Calibration`; the service renders that as the API's result (vacal-core's `result`).
+//!
+//! Public: `calibrate` with its result types, the request and its input types (`request`),
+//! the bundled CHAMPS data (`data`), the preparation of inputs into counts (`prepare`, which
+//! the service runs to validate a job before queueing it), MCMC settings and `diagnostics`.
+//! The model, the samplers, path correction and the numerics are private.
 
-pub mod calibrate;
+mod calibrate;
 pub mod data;
 mod density;
 pub mod diagnostics;
-pub mod error;
+mod error;
 mod gibbs;
 mod independence;
 mod mcmc;
@@ -21,9 +26,12 @@ pub mod request;
 #[cfg(test)]
 mod samplers_agree;
 
-pub use calibrate::{calibrate, Calibration, Diagnostics, NoProgress, Progress, RowResult};
+pub use calibrate::{
+    calibrate, mcmc_settings, Calibration, Diagnostics, NoProgress, Progress, RowResult,
+};
 pub use data::AgeGroup;
-pub use error::EngineError;
+pub use error::{panic_message, EngineError};
+pub use mcmc::McmcSettings;
 pub use request::CalibrationRequest;
 
 /// Version of the engine, part of every cache key.
