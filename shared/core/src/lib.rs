@@ -9,6 +9,7 @@ pub mod conformance;
 pub mod domain;
 pub mod janitor;
 pub mod ports;
+pub mod request;
 pub mod result;
 pub mod service;
 pub mod validation;

@@ -8,6 +8,8 @@ use vacal_engine::{
     data, mcmc_settings, Calibration, CalibrationRequest, Diagnostics, RowResult, ENGINE_VERSION,
 };
 
+use crate::request::request_json;
+
 fn amounts(values: &[f64]) -> Vec<wire::Amount> {
     values.iter().copied().map(wire::Amount).collect()
 }
@@ -31,7 +33,7 @@ fn diagnostics(d: &Diagnostics) -> wire::FitDiagnostics {
 
 /// The settings the run used, with every default resolved (the data themselves left out).
 fn resolved_settings(request: &CalibrationRequest, calibration: &Calibration) -> Value {
-    let mut settings = request.to_json();
+    let mut settings = request_json(request);
     let obj = settings.as_object_mut().expect("to_json gives an object");
     obj.remove("va_data");
     obj.insert("algorithms".into(), json!(calibration.algorithms));

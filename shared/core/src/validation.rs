@@ -10,6 +10,7 @@ use vacal_engine::request::VaInput;
 use vacal_engine::{AgeGroup, CalibrationRequest, EngineError, ENGINE_VERSION};
 
 use crate::config::Config;
+use crate::request::{parse_request, request_json, unknown_fields};
 
 pub use vacal_contract::FieldError;
 
@@ -278,15 +279,14 @@ pub fn validate_job_request(
     let engine_body = with_api_defaults(obj);
     let has_missmat = engine_body.get("missmat").is_some_and(|m| !m.is_null());
     check_algorithms(&engine_body, has_missmat).map_err(fail)?;
-    let parsed =
-        CalibrationRequest::from_json(&Value::Object(engine_body)).map_err(|e| fail(e.into()))?;
+    let parsed = parse_request(&Value::Object(engine_body)).map_err(|e| fail(e.into()))?;
     let normalised = normalise(&parsed, has_missmat, config).map_err(fail)?;
     // Everything deterministic is checked now, so bad input is a 422, not a failed job.
     prepare(&normalised).map_err(|e| fail(e.into()))?;
 
-    let request_json = normalised.to_json();
+    let request_json = request_json(&normalised);
     let key = cache_key(&normalised_json(&normalised, &request_json));
-    let ignored_fields = vacal_engine::request::unknown_fields(obj, &API_FIELDS)
+    let ignored_fields = unknown_fields(obj, &API_FIELDS)
         .into_iter()
         .map(str::to_string)
         .collect();
@@ -480,7 +480,7 @@ mod tests {
             .keys()
             .map(String::as_str)
             .collect();
-        let read: BTreeSet<&str> = vacal_engine::request::KNOWN_FIELDS
+        let read: BTreeSet<&str> = crate::request::KNOWN_FIELDS
             .iter()
             .chain(&API_FIELDS)
             .copied()

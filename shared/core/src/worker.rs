@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use vacal_contract::CalibrationOutput;
 use vacal_engine::{calibrate, panic_message, CalibrationRequest, EngineError};
 
+use crate::request::parse_request;
 use crate::result::calibration_output;
 
 use crate::config::Config;
@@ -375,7 +376,7 @@ impl Worker {
         if !self.set_progress(&mut job, 2, "Preparing data").await? {
             return Ok(Outcome::Ack);
         }
-        let request = match CalibrationRequest::from_json(&job.request) {
+        let request = match parse_request(&job.request) {
             Ok(r) => r,
             Err(e) => {
                 self.fail(job_id, "ValidationError", e.to_string()).await?;

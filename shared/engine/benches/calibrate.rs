@@ -5,7 +5,8 @@
 mod reference;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use vacal_engine::{calibrate, CalibrationRequest, NoProgress};
+use vacal_core::request::parse_request;
+use vacal_engine::{calibrate, NoProgress};
 
 const CASES: [&str; 5] = [
     "neonate_eava_mozambique__r1_s1",
@@ -21,12 +22,12 @@ fn bench(c: &mut Criterion) {
     group.sample_size(10);
     for case in CASES {
         let run = &runs.iter().find(|(name, _)| name == case).expect("case").1;
-        let request = CalibrationRequest::from_json(&reference::request_for(run)).unwrap();
+        let request = parse_request(&reference::request_for(run)).unwrap();
         group.bench_function(case, |b| {
             b.iter(|| calibrate(&request, &NoProgress).expect("calibrates"))
         });
     }
-    let child = CalibrationRequest::from_json(&serde_json::json!({
+    let child = parse_request(&serde_json::json!({
         "va_data": {"eava": "use_example", "insilicova": "use_example", "interva": "use_example"},
         "age_group": "child", "country": "Mozambique",
     }))

@@ -7,13 +7,14 @@ mod reference;
 
 use std::time::Instant;
 
-use vacal_engine::{calibrate, CalibrationRequest, NoProgress};
+use vacal_core::request::parse_request;
+use vacal_engine::{calibrate, NoProgress};
 
 fn main() {
     println!("| case | row | sampler | vacal ms | vacal min ESS | vacal ESS/s | R s (whole call) | R min ESS | R ESS/s | wall speed-up |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for (name, run) in reference::reference_runs() {
-        let request = CalibrationRequest::from_json(&reference::request_for(&run)).unwrap();
+        let request = parse_request(&reference::request_for(&run)).unwrap();
         let started = Instant::now();
         let calibration = calibrate(&request, &NoProgress).expect("calibrates");
         let wall = started.elapsed().as_secs_f64();

@@ -14,9 +14,10 @@ use std::collections::BTreeMap;
 use rand::rngs::ChaCha8Rng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Gamma};
+use vacal_core::request::parse_request;
 use vacal_engine::diagnostics::{diagnose_samples, quantile, ChainDraws, Samples};
 use vacal_engine::request::MmatType;
-use vacal_engine::{calibrate, CalibrationRequest, NoProgress};
+use vacal_engine::{calibrate, NoProgress};
 
 const REPLICATES: usize = 1000;
 const DRAWS: usize = 5000;
@@ -60,7 +61,7 @@ fn main() {
     );
     println!("|---|---|---|---|---|---|---|---|");
     for (name, run) in reference::reference_runs() {
-        let request = CalibrationRequest::from_json(&reference::request_for(&run)).unwrap();
+        let request = parse_request(&reference::request_for(&run)).unwrap();
         let calibration = calibrate(&request, &NoProgress).expect("calibrates");
         let n_mcmc = run["inputs"]["nMCMC"].as_f64().unwrap();
         assert_eq!(

@@ -781,7 +781,8 @@ fn restrict(samples: &Samples, sampled_idx: &[usize], keep_idx: &[usize]) -> Sam
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::data::AgeGroup;
+    use crate::request::VaInput;
     use std::sync::atomic::AtomicUsize;
     use std::sync::Mutex;
 
@@ -812,13 +813,18 @@ mod tests {
     }
 
     fn ensemble_request(n_mcmc: u64) -> CalibrationRequest {
-        CalibrationRequest::from_json(&json!({
-            "va_data": {"eava": "use_example", "insilicova": "use_example", "interva": "use_example"},
-            "age_group": "neonate",
-            "country": "Mozambique",
-            "mcmc": {"n_mcmc": n_mcmc, "n_burn": n_mcmc}
-        }))
-        .unwrap()
+        let example = |a: &str| (a.to_string(), VaInput::Example);
+        CalibrationRequest {
+            va_data: vec![example("eava"), example("insilicova"), example("interva")],
+            age_group: Some(AgeGroup::Neonate),
+            country: Some("Mozambique".into()),
+            mcmc: McmcRequest {
+                n_mcmc,
+                n_burn: n_mcmc,
+                ..McmcRequest::default()
+            },
+            ..CalibrationRequest::default()
+        }
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! vacal-engine: a native implementation of `vacalibration()` from the R package
 //! vacalibration 2.2 (calibration-model.md), pure and synchronous: no I/O, no async.
 //!
-//! `CalibrationRequest::from_json` reads a request and `calibrate` runs it into a typed
-//! `Calibration`; the service renders that as the API's result (vacal-core's `result`).
+//! `calibrate` runs a typed `CalibrationRequest` into a typed `Calibration`. The engine knows
+//! no JSON body: the service reads requests (vacal-core's `request`) and renders results
+//! (vacal-core's `result`).
 //!
 //! Public: `calibrate` with its result types, the request and its input types (`request`),
 //! the bundled CHAMPS data (`data`), the preparation of inputs into counts (`prepare`, which

@@ -7,11 +7,11 @@ mod common;
 
 use common::{result_of, ByName};
 use serde_json::{json, Value};
+use vacal_core::request::parse_request;
 use vacal_engine::data::{
     stored_matrix, AgeGroup, StoredKind, StoredMatrix, COUNTRIES, STORED_ALGORITHMS,
 };
 use vacal_engine::prepare::{prepare, Prepared};
-use vacal_engine::CalibrationRequest;
 
 const NEONATE: [&str; 6] = [
     "congenital_malformation",
@@ -34,7 +34,7 @@ const CHILD: [&str; 9] = [
 ];
 
 fn prepared(body: Value) -> Prepared {
-    prepare(&CalibrationRequest::from_json(&body).expect("valid request")).expect("prepares")
+    prepare(&parse_request(&body).expect("valid request")).expect("prepares")
 }
 
 /// Entry (row, col) of a stored matrix, by cause name.

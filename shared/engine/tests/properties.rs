@@ -2,8 +2,9 @@
 
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use vacal_engine::request::KNOWN_FIELDS;
-use vacal_engine::{calibrate, CalibrationRequest, EngineError, NoProgress};
+use vacal_core::request::parse_request;
+use vacal_core::request::KNOWN_FIELDS;
+use vacal_engine::{calibrate, EngineError, NoProgress};
 
 /// Any JSON value, a few levels deep, with the strings and numbers requests are made of.
 fn arbitrary_json() -> impl Strategy<Value = Value> {
@@ -76,7 +77,7 @@ fn valid_request() -> Value {
 
 /// Parses and, when parsing succeeds, calibrates with a tiny MCMC budget.
 fn run(body: &Value) -> Result<(), EngineError> {
-    let mut request = CalibrationRequest::from_json(body)?;
+    let mut request = parse_request(body)?;
     request.mcmc.n_mcmc = 100;
     request.mcmc.n_burn = 100;
     request.mcmc.n_thin = 1;

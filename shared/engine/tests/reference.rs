@@ -4,7 +4,8 @@
 mod common;
 
 use serde_json::Value;
-use vacal_engine::{calibrate, CalibrationRequest, NoProgress};
+use vacal_core::request::parse_request;
+use vacal_engine::{calibrate, NoProgress};
 
 const EXACT: f64 = 1e-12;
 
@@ -42,7 +43,7 @@ fn f(v: &Value) -> f64 {
 
 fn check_run(case: &str, run: &Value) -> Vec<String> {
     let body = common::reference::request_for(run);
-    let request = CalibrationRequest::from_json(&body).expect("reference request parses");
+    let request = parse_request(&body).expect("reference request parses");
     let calibration = calibrate(&request, &NoProgress).expect("reference request calibrates");
     let out = &run["outputs"];
     let mut c = Check {
@@ -292,7 +293,7 @@ fn deterministic_preparation_matches_r_exactly() {
     use vacal_engine::prepare::prepare;
     let mut failures = Vec::new();
     for (name, run) in common::reference::reference_runs() {
-        let request = CalibrationRequest::from_json(&common::reference::request_for(&run)).unwrap();
+        let request = parse_request(&common::reference::request_for(&run)).unwrap();
         let prepared = match prepare(&request) {
             Ok(p) => p,
             Err(e) => {

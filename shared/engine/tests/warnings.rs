@@ -1,10 +1,11 @@
 //! The calibration tells users when a fit should not be trusted.
 
 use serde_json::{json, Value};
-use vacal_engine::{calibrate, Calibration, CalibrationRequest, NoProgress};
+use vacal_core::request::parse_request;
+use vacal_engine::{calibrate, Calibration, NoProgress};
 
 fn run(body: Value) -> Calibration {
-    let request = CalibrationRequest::from_json(&body).unwrap();
+    let request = parse_request(&body).unwrap();
     calibrate(&request, &NoProgress).unwrap()
 }
 

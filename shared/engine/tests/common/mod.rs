@@ -1,12 +1,13 @@
 pub mod reference;
 
 use serde_json::Value;
-use vacal_engine::{calibrate, Calibration, CalibrationRequest, NoProgress, RowResult};
+use vacal_core::request::parse_request;
+use vacal_engine::{calibrate, Calibration, NoProgress, RowResult};
 
 /// The calibration of a request body.
 #[allow(dead_code)]
 pub fn result_of(body: &Value) -> Calibration {
-    let request = CalibrationRequest::from_json(body).expect("valid request");
+    let request = parse_request(body).expect("valid request");
     calibrate(&request, &NoProgress).expect("calibrates")
 }
 
