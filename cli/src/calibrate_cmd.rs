@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 use serde_json::{json, Value};
+use vacal_contract::CalibrationOutput;
 use vacal_core::result::calibration_output;
 use vacal_core::validation::validate_job_request;
 use vacal_core::Config;
@@ -96,8 +97,7 @@ pub fn run(args: CalibrateArgs) -> ExitCode {
     };
     match calibrate(&valid.request, &NoProgress) {
         Ok(calibration) => {
-            let result = serde_json::to_value(calibration_output(&valid.request, &calibration))
-                .expect("results serialise");
+            let result = calibration_output(&valid.request, &calibration);
             let text = match args.format {
                 Format::Json => {
                     serde_json::to_string_pretty(&result).expect("result serialises") + "\n"
@@ -131,83 +131,76 @@ fn write_stdout(text: &str) -> ExitCode {
     }
 }
 
-fn pct(v: &Value) -> String {
-    v.as_f64()
-        .map(|x| format!("{:.1}", 100.0 * x))
-        .unwrap_or_else(|| "-".into())
+/// A share as a percentage; "-" where it could not be computed.
+fn pct(x: f64) -> String {
+    if x.is_finite() {
+        format!("{:.1}", 100.0 * x)
+    } else {
+        "-".into()
+    }
 }
 
 /// A terminal table: per row (algorithm or ensemble), each cause's uncalibrated and
 /// calibrated percentage with the 95 % interval.
-pub fn table(result: &Value) -> String {
-    let causes: Vec<&str> = result["causes"]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
+pub fn table(result: &CalibrationOutput) -> String {
+    let causes = &result.causes;
     let width = causes.iter().map(|c| c.len()).max().unwrap_or(5).max(5);
     let mut out = String::new();
-    let settings = &result["settings"];
+    let settings = &result.settings;
     out.push_str(&format!(
         "{}  age group: {}  country: {}  matrices: {} ({})\n",
-        result["engine_version"].as_str().unwrap_or(""),
+        result.engine_version,
         settings["age_group"].as_str().unwrap_or("-"),
         settings["country"].as_str().unwrap_or("-"),
         settings["mmat_type"].as_str().unwrap_or("-"),
         settings["matrix_country"].as_str().unwrap_or("user"),
     ));
-    let rows = result["calibrated"]
-        .as_object()
-        .cloned()
-        .unwrap_or_default();
-    for (name, calibrated) in &rows {
-        let diagnostics = &result["diagnostics"][name];
-        let lambda = &result["lambda"][name];
+    for (name, calibrated) in &result.calibrated {
         out.push('\n');
         out.push_str(name);
-        if diagnostics.is_null() {
-            out.push_str("  (not calibrated: fewer than 2 causes to calibrate)");
-        } else {
-            if let Some(l) = lambda.as_f64() {
-                out.push_str(&format!("  λ {:.2}", l.max(0.0)));
+        match result.diagnostics.get(name).and_then(Option::as_ref) {
+            None => out.push_str("  (not calibrated: fewer than 2 causes to calibrate)"),
+            Some(diagnostics) => {
+                if let Some(l) = result.lambda.get(name).copied().flatten() {
+                    out.push_str(&format!("  λ {:.2}", l.max(0.0)));
+                }
+                out.push_str(&format!(
+                    "  R-hat {:.3}  bulk ESS {:.0}  divergences {}  {:.3} s",
+                    diagnostics.max_rhat.unwrap_or(f64::NAN),
+                    diagnostics.min_ess_bulk.unwrap_or(f64::NAN),
+                    diagnostics.divergences,
+                    diagnostics.seconds,
+                ));
             }
-            out.push_str(&format!(
-                "  R-hat {:.3}  bulk ESS {:.0}  divergences {}  {:.3} s",
-                diagnostics["max_rhat"].as_f64().unwrap_or(f64::NAN),
-                diagnostics["min_ess_bulk"].as_f64().unwrap_or(f64::NAN),
-                diagnostics["divergences"],
-                diagnostics["seconds"].as_f64().unwrap_or(f64::NAN),
-            ));
         }
         out.push('\n');
         out.push_str(&format!(
             "  {:<width$}  {:>12}  {:>10}  {:>17}\n",
             "cause", "uncalibrated", "calibrated", "95% interval"
         ));
+        let kept = result.calibrated_causes.get(name);
+        let uncalibrated = result.uncalibrated.get(name);
         for (j, cause) in causes.iter().enumerate() {
-            let marker = if result["calibrated_causes"][name][j].as_bool() == Some(false) {
+            let marker = if kept.and_then(|k| k.get(j)) == Some(&false) {
                 " (kept)"
             } else {
                 ""
             };
+            let share =
+                |v: Option<&Vec<f64>>| pct(v.and_then(|v| v.get(j)).copied().unwrap_or(f64::NAN));
             out.push_str(&format!(
                 "  {:<width$}  {:>11}%  {:>9}%  [{:>6}, {:>6}]{marker}\n",
                 cause,
-                pct(&result["uncalibrated"][name][j]),
-                pct(&calibrated["mean"][j]),
-                pct(&calibrated["lower_ci"][j]),
-                pct(&calibrated["upper_ci"][j]),
+                share(uncalibrated),
+                share(Some(&calibrated.mean)),
+                share(Some(&calibrated.lower_ci)),
+                share(Some(&calibrated.upper_ci)),
             ));
         }
     }
-    let warnings: Vec<&str> = result["warnings"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    if !warnings.is_empty() {
+    if !result.warnings.is_empty() {
         out.push('\n');
-        for warning in warnings {
+        for warning in &result.warnings {
             out.push_str(&format!("warning: {warning}\n"));
         }
     }

@@ -1,9 +1,9 @@
 //! vacal-contract: the API's wire format (api-reference.md), request and response bodies,
 //! query parameters and errors as types, each defined once, for the OpenAPI document, the
 //! domain's enums (job status and type, log level, error details, field errors) and typed
-//! clients. No I/O. Core still builds most responses as JSON values; these types describe
-//! them (the tests deserialize real responses into them and check the document's required
-//! fields), so a drift between the two shows up as a failing test.
+//! clients. No I/O. Core's `JobService` returns these types and the handlers serialise them,
+//! so the document describes what is sent. The request body is the exception: core reads it
+//! by hand (`vacal_core::request`), and a test pins its fields to those documented here.
 //!
 //! Fields that are always present but may be `null` are `Option` with `required = true`.
 

@@ -27,7 +27,7 @@ pub const KNOWN_FIELDS: [&str; 13] = [
     "mcmc",
 ];
 
-/// Top-level keys of `body` that `CalibrationRequest::from_json` ignores.
+/// Top-level keys of `body` that [`parse_request`] ignores.
 pub fn unknown_fields<'a>(body: &'a Map<String, Value>, also_known: &[&str]) -> Vec<&'a str> {
     body.keys()
         .map(String::as_str)

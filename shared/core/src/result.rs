@@ -34,7 +34,9 @@ fn diagnostics(d: &Diagnostics) -> wire::FitDiagnostics {
 /// The settings the run used, with every default resolved (the data themselves left out).
 fn resolved_settings(request: &CalibrationRequest, calibration: &Calibration) -> Value {
     let mut settings = request_json(request);
-    let obj = settings.as_object_mut().expect("to_json gives an object");
+    let obj = settings
+        .as_object_mut()
+        .expect("request_json gives an object");
     obj.remove("va_data");
     obj.insert("algorithms".into(), json!(calibration.algorithms));
     let missmat = if request.missmat.is_some() {

@@ -243,7 +243,7 @@ pub fn cache_key(request_json: &Value) -> String {
     hex::encode(hasher.finalize())
 }
 
-/// The normalised form of a request (`request_json` is its `to_json`): va_data as ordered
+/// The normalised form of a request (`request_json` is its [`request_json`]): va_data as ordered
 /// count vectors, algorithm order kept as an array of pairs, ensemble resolved.
 fn normalised_json(request: &CalibrationRequest, request_json: &Value) -> Value {
     let mut v = request_json.clone();
@@ -467,8 +467,8 @@ fn check_deaths(algorithm: &str, counts: &[f64], config: &Config) -> Result<(), 
 mod tests {
     use super::*;
 
-    /// The engine reads the request body by hand; the contract documents it. A field one has
-    /// and the other lacks fails here.
+    /// Core reads the request body by hand (`request`); the contract documents it. A field
+    /// one has and the other lacks fails here.
     #[test]
     fn the_contract_documents_exactly_the_fields_the_parser_reads() {
         use std::collections::BTreeSet;
