@@ -43,6 +43,9 @@ pub struct CalibrateArgs {
     /// Misclassification type of the example: prior or fixed.
     #[arg(long, default_value = "prior", requires = "example")]
     mmat_type: String,
+    /// Rules of the example: vacalibration 2.3.1 or 2.2.
+    #[arg(long, default_value = "2.3.1", requires = "example")]
+    rules: String,
     /// Output format.
     #[arg(long, value_enum, default_value = "json")]
     format: Format,
@@ -72,6 +75,7 @@ fn example_request(args: &CalibrateArgs) -> Value {
         "age_group": args.age_group,
         "country": args.country,
         "mmat_type": args.mmat_type,
+        "rules": args.rules,
     })
 }
 
@@ -148,12 +152,13 @@ pub fn table(result: &CalibrationOutput) -> String {
     let mut out = String::new();
     let settings = &result.settings;
     out.push_str(&format!(
-        "{}  age group: {}  country: {}  matrices: {} ({})\n",
+        "{}  age group: {}  country: {}  matrices: {} ({})  rules: {}\n",
         result.engine_version,
         settings["age_group"].as_str().unwrap_or("-"),
         settings["country"].as_str().unwrap_or("-"),
         settings["mmat_type"].as_str().unwrap_or("-"),
         settings["matrix_country"].as_str().unwrap_or("user"),
+        settings["rules"].as_str().unwrap_or("-"),
     ));
     for (name, calibrated) in &result.calibrated {
         out.push('\n');
@@ -163,6 +168,11 @@ pub fn table(result: &CalibrationOutput) -> String {
             Some(diagnostics) => {
                 if let Some(l) = result.lambda.get(name).copied().flatten() {
                     out.push_str(&format!("  λ {:.2}", l.max(0.0)));
+                }
+                if let Some(Some(pc)) = result.path_correction.get(name) {
+                    if pc.stalled {
+                        out.push_str(" (stalled)");
+                    }
                 }
                 out.push_str(&format!(
                     "  R-hat {:.3}  bulk ESS {:.0}  divergences {}  {:.3} s",

@@ -77,6 +77,12 @@ pub fn create_status_result_with_the_example_data(s: &dyn Api) {
         "other is not calibrated"
     );
     assert!(r["diagnostics"]["insilicova"]["max_rhat"].as_f64().unwrap() < 1.05);
+    // vacalibration 2.3.1's rules by default, and a path correction that did not stall.
+    assert_eq!(r["settings"]["rules"], "2.3.1");
+    let pc = &r["path_correction"]["insilicova"];
+    assert_eq!(pc["lambda"], r["lambda"]["insilicova"]);
+    assert_eq!(pc["stalled"], false);
+    assert_eq!(r["warnings"], serde_json::json!([]));
 }
 
 pub fn every_bad_input_gets_a_4xx_with_the_error_body(s: &dyn Api) {
@@ -115,6 +121,13 @@ pub fn every_bad_input_gets_a_4xx_with_the_error_body(s: &dyn Api) {
             "POST",
             "/api/v1/calibrate/async",
             Some(r#"{"va_data": {}}"#),
+            &json_header,
+            422,
+        ),
+        (
+            "POST",
+            "/api/v1/calibrate/async",
+            Some(r#"{"rules": "2.4"}"#),
             &json_header,
             422,
         ),

@@ -313,6 +313,21 @@ pub struct CalibrationJobRequest {
     /// Engine extension.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pshrink_strength: Option<f64>,
+    /// Whose rules to follow (engine extension; default `2.3.1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<Rules>,
+}
+
+/// The vacalibration release whose rules a calibration follows. `2.3.1` (the author's current
+/// release) also leaves out of the `learn` screen causes with an uncalibrated CSMF below 0.01
+/// or above 0.99, and maps labels that are all broad causes directly; `2.2` (CRAN) replays
+/// runs of that release exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub enum Rules {
+    #[serde(rename = "2.3.1")]
+    V2_3_1,
+    #[serde(rename = "2.2")]
+    V2_2,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -487,16 +502,25 @@ pub struct FitDiagnostics {
 
 /// A map of row → `FitDiagnostics` or null, which the derive cannot spell (a nullable
 /// reference as a map's values).
-fn diagnostics_by_row() -> utoipa::openapi::schema::Object {
+/// A map from row to `schema` or null (utoipa cannot derive a nullable map value).
+fn nullable_by_row(schema: &str) -> utoipa::openapi::schema::Object {
     use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
     use utoipa::openapi::Ref;
     let nullable = OneOfBuilder::new()
-        .item(Ref::from_schema_name("FitDiagnostics"))
+        .item(Ref::from_schema_name(schema))
         .item(ObjectBuilder::new().schema_type(Type::Null))
         .build();
     ObjectBuilder::new()
         .additional_properties(Some(Schema::OneOf(nullable)))
         .build()
+}
+
+fn diagnostics_by_row() -> utoipa::openapi::schema::Object {
+    nullable_by_row("FitDiagnostics")
+}
+
+fn path_correction_by_algorithm() -> utoipa::openapi::schema::Object {
+    nullable_by_row("PathCorrection")
 }
 
 /// What a calibration gives (§5.5, with the engine's extensions), in the order the fields are
@@ -512,9 +536,14 @@ pub struct CalibrationOutput {
     pub uncalibrated: IndexMap<String, Vec<f64>>,
     /// Calibrated CSMF per row.
     pub calibrated: IndexMap<String, CalibratedEstimate>,
-    /// Posterior mean of the path-correction weight per algorithm; null where the algorithm
-    /// was not calibrated.
+    /// The path-correction weight λ per algorithm (0 without path correction); null where the
+    /// algorithm was not calibrated.
     pub lambda: IndexMap<String, Option<f64>>,
+    /// Per algorithm, what the path correction did; null where none ran (the algorithm was not
+    /// calibrated, or `path_correction` is false). Results stored before this field have `{}`.
+    #[serde(default)]
+    #[schema(schema_with = path_correction_by_algorithm)]
+    pub path_correction: IndexMap<String, Option<PathCorrection>>,
     /// Per row and cause: whether the cause was calibrated (not excluded by donotcalib or
     /// the screening).
     pub calibrated_causes: IndexMap<String, Vec<bool>>,
@@ -536,6 +565,16 @@ pub struct CalibrationOutput {
     /// The settings the run used, defaults resolved.
     pub settings: Value,
     pub engine_version: String,
+}
+
+/// The path correction of one algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PathCorrection {
+    pub lambda: f64,
+    /// λ stayed at the top of its grid (0.99, or 1 for `fixed`): the matrix the model used is
+    /// almost the identity, so the calibrated CSMF is about the uncalibrated one and its
+    /// interval too narrow. A warning says why and what to do.
+    pub stalled: bool,
 }
 
 /// The result of a successful job: the calibration's output, then the job's setting.

@@ -5,13 +5,13 @@
 
 use serde_json::{json, Map, Value};
 use vacal_engine::request::{
-    CalibrationRequest, CcvaRecord, DonotcalibType, McmcRequest, MmatType, SamplerKind, UserMatrix,
-    VaInput, MAX_ALGORITHMS, MAX_TOTAL_ITERATIONS,
+    CalibrationRequest, CcvaRecord, DonotcalibType, McmcRequest, MmatType, Rules, SamplerKind,
+    UserMatrix, VaInput, MAX_ALGORITHMS, MAX_TOTAL_ITERATIONS,
 };
 use vacal_engine::{AgeGroup, EngineError};
 
 /// The top-level fields this parser understands; others are reported by `unknown_fields`.
-pub const KNOWN_FIELDS: [&str; 13] = [
+pub const KNOWN_FIELDS: [&str; 14] = [
     "va_data",
     "age_group",
     "country",
@@ -24,6 +24,7 @@ pub const KNOWN_FIELDS: [&str; 13] = [
     "nocalib_threshold",
     "path_correction",
     "pshrink_strength",
+    "rules",
     "mcmc",
 ];
 
@@ -503,6 +504,15 @@ pub fn parse_request(body: &Value) -> Result<CalibrationRequest, EngineError> {
         }
         r.pshrink_strength = Some(eta);
     }
+    if let Some(v) = field(body, "rules") {
+        let given = as_string(v, "rules")?;
+        r.rules = Rules::parse(&given).ok_or_else(|| {
+            invalid(
+                "rules",
+                format!("must be \"2.3.1\" or \"2.2\" (vacalibration's release), got \"{given}\""),
+            )
+        })?;
+    }
     if let Some(v) = field(body, "mcmc") {
         r.mcmc = parse_mcmc(v)?;
     }
@@ -555,6 +565,7 @@ pub fn request_json(request: &CalibrationRequest) -> Value {
         "nocalib_threshold": this.nocalib_threshold,
         "path_correction": this.path_correction,
         "pshrink_strength": this.pshrink_strength,
+        "rules": this.rules.as_str(),
         "mcmc": {
             "n_mcmc": this.mcmc.n_mcmc,
             "n_burn": this.mcmc.n_burn,

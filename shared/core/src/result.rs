@@ -98,6 +98,18 @@ pub fn calibration_output(
             .zip(&calibration.lambda)
             .map(|(a, l)| (a.clone(), *l))
             .collect(),
+        path_correction: calibration
+            .algorithms
+            .iter()
+            .zip(&calibration.path_correction)
+            .map(|(a, pc)| {
+                let pc = pc.map(|pc| wire::PathCorrection {
+                    lambda: pc.lambda,
+                    stalled: pc.stalled,
+                });
+                (a.clone(), pc)
+            })
+            .collect(),
         calibrated_causes: by_row(rows, |r| r.calibrated_causes.clone()),
         uncalibrated_deaths: by_algorithm(&calibration.deaths_uncalibrated),
         calibrated_deaths: by_algorithm(&calibration.deaths_calibrated),

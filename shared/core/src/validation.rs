@@ -385,7 +385,7 @@ fn normalise(
     let mut normalised = parsed.clone();
     normalised.va_data.clear();
     for (algorithm, input) in &parsed.va_data {
-        let (causes, counts) = counts_of(algorithm, input, parsed.age_group)?;
+        let (causes, counts) = counts_of(algorithm, input, parsed.age_group, parsed.rules)?;
         let (causes, counts) = match parsed.age_group {
             Some(age_group) if !has_missmat && parsed.studycause_map.is_none() => {
                 canonical_counts(algorithm, age_group, &causes, &counts)?
@@ -552,6 +552,16 @@ mod tests {
             json!({"va_data": {"eava": [1, 2, 0, 0, 0, 1]}, "priority": 9, "use_cache": true}),
         );
         assert_eq!(counts.cache_key, other_priority.cache_key);
+    }
+
+    #[test]
+    fn the_rules_are_part_of_the_cache_key_and_default_to_2_3_1() {
+        let default = valid(json!({"va_data": {"eava": [1, 2, 0, 0, 0, 1]}}));
+        let explicit = valid(json!({"va_data": {"eava": [1, 2, 0, 0, 0, 1]}, "rules": "2.3.1"}));
+        let old = valid(json!({"va_data": {"eava": [1, 2, 0, 0, 0, 1]}, "rules": "2.2"}));
+        assert_eq!(default.cache_key, explicit.cache_key);
+        assert_ne!(default.cache_key, old.cache_key);
+        assert_eq!(old.request_json["rules"], "2.2");
     }
 
     #[test]

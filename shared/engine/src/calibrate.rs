@@ -18,7 +18,7 @@ use crate::numeric::{quantile, smart_round};
 use crate::nuts::NutsSampler;
 use crate::pathcorr::{path_correct_dirichlet, path_correct_fixed};
 use crate::prepare::{prepare, NamedMatrix, Prepared};
-use crate::request::{CalibrationRequest, McmcRequest, MmatType, SamplerKind};
+use crate::request::{CalibrationRequest, McmcRequest, MmatType, Rules, SamplerKind};
 
 /// Receives progress and lets the caller stop a run. Called from the sampler's threads.
 pub trait Progress: Sync {
@@ -108,6 +108,22 @@ impl Diagnostics {
     }
 }
 
+/// λ at or above this is the top of the path-correction grid (0.99; 1.00 for `fixed`): the
+/// matrix the model uses is almost the identity, so the fit cannot move the CSMF.
+pub const STALLED_LAMBDA: f64 = 0.99 - 1e-9;
+/// Calibrated causes with a smaller share of an algorithm's deaths are named as the likely
+/// cause of a stall (2.3.1's learn screen leaves out the same ones).
+pub const STALL_SHARE_BELOW: f64 = 0.01;
+
+/// What the path correction did for one calibrated algorithm.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PathCorrection {
+    pub lambda: f64,
+    /// λ stayed at the top of the grid: the "calibrated" CSMF is the uncalibrated one and its
+    /// interval shows only sampling noise.
+    pub stalled: bool,
+}
+
 /// One output row: an algorithm, or the ensemble.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RowResult {
@@ -138,6 +154,9 @@ pub struct Calibration {
     pub deaths_calibrated_ensemble: Option<Vec<Vec<f64>>>,
     /// `None` for an algorithm that was not calibrated.
     pub lambda: Vec<Option<f64>>,
+    /// Per algorithm; `None` where no path correction ran (not calibrated, or turned off).
+    pub path_correction: Vec<Option<PathCorrection>>,
+    pub rules: Rules,
     pub mmat_input: Vec<NamedMatrix>,
     pub mmat_study: Vec<Vec<Vec<f64>>>,
     /// Per algorithm, C × C; `None` entries are R's NA.
@@ -148,18 +167,92 @@ pub struct Calibration {
 }
 
 impl Calibration {
-    /// Every fit's [`Diagnostics::warnings`], each prefixed with its row (algorithm or
-    /// `ensemble`).
+    /// Each row's warnings (a stalled path correction, then its fit's
+    /// [`Diagnostics::warnings`]), prefixed with the row (algorithm or `ensemble`).
     pub fn warnings(&self) -> Vec<String> {
-        self.rows
-            .iter()
-            .filter_map(|row| Some((&row.name, row.diagnostics.as_ref()?)))
-            .flat_map(|(name, d)| {
-                d.warnings()
+        let mut warnings = Vec::new();
+        for (r, row) in self.rows.iter().enumerate() {
+            let stall = if r < self.algorithms.len() {
+                self.stall_warning(r)
+            } else {
+                self.ensemble_stall_warning()
+            };
+            let fit = row.diagnostics.iter().flat_map(Diagnostics::warnings);
+            warnings.extend(
+                stall
                     .into_iter()
-                    .map(move |w| format!("{name}: {w}"))
-            })
-            .collect()
+                    .chain(fit)
+                    .map(|w| format!("{}: {w}", row.name)),
+            );
+        }
+        warnings
+    }
+
+    fn stalled(&self, k: usize) -> bool {
+        self.path_correction[k].is_some_and(|pc| pc.stalled)
+    }
+
+    /// What a stall of algorithm `k` means, its likely cause and what to do.
+    fn stall_warning(&self, k: usize) -> Option<String> {
+        if !self.stalled(k) {
+            return None;
+        }
+        let deaths = &self.deaths_uncalibrated[k];
+        let total: f64 = deaths.iter().sum();
+        let rare: Vec<usize> = (0..self.causes.len())
+            .filter(|&j| self.rows[k].calibrated_causes[j] && deaths[j] < STALL_SHARE_BELOW * total)
+            .collect();
+        let lambda = self.lambda[k].unwrap_or(f64::NAN);
+        let mut text = format!(
+            "the path correction stalled: λ stayed at {lambda:.2}, the top of its grid, so the \
+             misclassification matrix the model used is almost the identity. The calibrated \
+             CSMF is therefore about the uncalibrated one, and its 95% interval shows only \
+             sampling noise: it is too narrow and does not reflect misclassification."
+        );
+        if rare.is_empty() {
+            text.push_str(
+                " No calibrated cause has fewer than 1% of the deaths: the uncalibrated CSMF is \
+                 one this misclassification matrix cannot produce. Consider leaving out causes \
+                 with donotcalib, or another matrix type.",
+            );
+            return Some(text);
+        }
+        let described: Vec<String> = rare
+            .iter()
+            .map(|&j| format!("{} ({} of {total} deaths)", self.causes[j], deaths[j]))
+            .collect();
+        // The request's own donotcalib list plus the rare causes, ready to paste.
+        let left_out: Vec<String> = (0..self.causes.len())
+            .filter(|&j| self.donotcalib_study[k][j] || rare.contains(&j))
+            .map(|j| format!("\"{}\"", self.causes[j]))
+            .collect();
+        text.push_str(&format!(
+            " Likely cause: calibrated cause(s) with fewer than 1% of the deaths: {}. Leave them \
+             out with donotcalib (\"donotcalib\": {{\"{}\": [{}]}})",
+            described.join(", "),
+            self.algorithms[k],
+            left_out.join(", ")
+        ));
+        if self.rules == Rules::V2_2 {
+            text.push_str(", or use \"rules\": \"2.3.1\", whose learn screen leaves them out");
+        }
+        text.push('.');
+        Some(text)
+    }
+
+    /// An ensemble built on stalled algorithms inherits their uncalibrated parts.
+    fn ensemble_stall_warning(&self) -> Option<String> {
+        let stalled: Vec<&str> = (0..self.algorithms.len())
+            .filter(|&k| self.stalled(k))
+            .map(|k| self.algorithms[k].as_str())
+            .collect();
+        (!stalled.is_empty()).then(|| {
+            format!(
+                "built on algorithm(s) whose path correction stalled: {}. Their part of the \
+                 ensemble is uncalibrated and its interval too narrow (see their warnings).",
+                stalled.join(", ")
+            )
+        })
     }
 }
 
@@ -741,6 +834,18 @@ fn calibrate_prepared(
         deaths_calibrated,
         deaths_calibrated_ensemble,
         lambda: corrected.iter().map(|c| c.lambda).collect(),
+        path_correction: corrected
+            .iter()
+            .map(|c| {
+                c.lambda
+                    .filter(|_| path_correction)
+                    .map(|lambda| PathCorrection {
+                        lambda,
+                        stalled: lambda >= STALLED_LAMBDA,
+                    })
+            })
+            .collect(),
+        rules: prepared.rules,
         mmat_input: prepared.mmat_input.clone(),
         mmat_study: prepared.mmat_study.clone(),
         mmat_tomodel: corrected.into_iter().map(|c| c.tomodel).collect(),

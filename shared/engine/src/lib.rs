@@ -28,7 +28,8 @@ pub mod request;
 mod samplers_agree;
 
 pub use calibrate::{
-    calibrate, mcmc_settings, Calibration, Diagnostics, NoProgress, Progress, RowResult,
+    calibrate, mcmc_settings, Calibration, Diagnostics, NoProgress, PathCorrection, Progress,
+    RowResult,
 };
 pub use data::AgeGroup;
 pub use error::{panic_message, EngineError};

@@ -7,12 +7,21 @@ use crate::data::{self, AgeGroup, StoredKind};
 use crate::error::EngineError;
 use crate::numeric::dirichlet_concentration;
 use crate::request::{
-    check_cause_names, CalibrationRequest, CcvaRecord, DonotcalibType, MmatType, UserMatrix,
+    check_cause_names, CalibrationRequest, CcvaRecord, DonotcalibType, MmatType, Rules, UserMatrix,
     VaInput,
 };
 
 /// R's `all.equal` tolerance, used for "sums to 1".
 const ALL_EQUAL_TOLERANCE: f64 = 1.5e-8;
+
+/// 2.3.1's `learn` screen (§13.1) leaves out causes with an uncalibrated CSMF outside
+/// [0.01, 0.99]: a cause with (almost) no deaths stalls the path correction (λ stays at 0.99)
+/// and one with (almost) all of them leaves nothing to recalibrate.
+pub const LEARN_BAND: (f64, f64) = (0.01, 0.99);
+
+fn outside_learn_band(p_uncalib: f64) -> bool {
+    p_uncalib < LEARN_BAND.0 || p_uncalib > LEARN_BAND.1
+}
 
 /// A square matrix whose rows and columns are both labelled by `causes`.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +51,7 @@ pub struct Prepared {
     pub ensemble: bool,
     /// η after defaults.
     pub pshrink_strength: f64,
+    pub rules: Rules,
 }
 
 impl Prepared {
@@ -52,31 +62,57 @@ impl Prepared {
 
 /// Counts per broad cause of individual-level CCVA output, as cause_map() + column sums:
 /// `Unspecified` records dropped, labels lower-cased and mapped, each ID counted once per
-/// distinct broad cause it carries.
+/// distinct broad cause it carries. Under 2.3.1 (§13.2) labels that are all broad causes of
+/// the age group are taken as they are, and the child table also knows `diarrhea`.
 pub fn cause_map_counts<'a>(
     records: impl Iterator<Item = (&'a str, &'a str)>,
     age_group: AgeGroup,
+    rules: Rules,
     path: &str,
 ) -> Result<Vec<f64>, EngineError> {
     let map = data::cause_map(age_group);
     let causes = &map.broad_causes;
+    // (ID, label as given, lower-cased label)
+    let records: Vec<(&str, &str, String)> = records
+        .filter(|(_, label)| !label.eq_ignore_ascii_case("unspecified"))
+        .map(|(id, label)| (id, label, label.to_lowercase()))
+        .collect();
+    let all_broad = rules == Rules::V2_3_1
+        && records
+            .iter()
+            .all(|(_, _, label)| causes.iter().any(|c| c == label));
+    let broad_cause = |label: &str| -> Option<usize> {
+        let broad = if all_broad {
+            label
+        } else {
+            match map.lookup.get(label) {
+                Some(broad) => broad.as_str(),
+                None if rules == Rules::V2_3_1
+                    && age_group == AgeGroup::Child
+                    && label == "diarrhea" =>
+                {
+                    "diarrhea"
+                }
+                None => return None,
+            }
+        };
+        Some(
+            causes
+                .iter()
+                .position(|c| c == broad)
+                .expect("cause_map lookup values are broad causes"),
+        )
+    };
     let mut per_id: HashMap<&str, BTreeSet<usize>> = HashMap::new();
-    let mut unknown: Vec<String> = Vec::new();
-    for (id, label) in records {
-        if label.eq_ignore_ascii_case("unspecified") {
-            continue;
-        }
-        match map.lookup.get(&label.to_lowercase()) {
-            Some(broad) => {
-                let j = causes
-                    .iter()
-                    .position(|c| c == broad)
-                    .expect("cause_map lookup values are broad causes");
+    let mut unknown: Vec<&str> = Vec::new();
+    for (id, given, label) in &records {
+        match broad_cause(label) {
+            Some(j) => {
                 per_id.entry(id).or_default().insert(j);
             }
             None => {
-                if !unknown.iter().any(|u| u == label) {
-                    unknown.push(label.to_string());
+                if !unknown.contains(given) {
+                    unknown.push(given);
                 }
             }
         }
@@ -116,6 +152,7 @@ pub fn counts_of(
     algorithm: &str,
     input: &VaInput,
     age_group: Option<AgeGroup>,
+    rules: Rules,
 ) -> Result<(Vec<String>, Vec<f64>), EngineError> {
     let path = format!("va_data.{algorithm}");
     let canonical = |why: &str| -> Result<Vec<String>, EngineError> {
@@ -139,7 +176,7 @@ pub fn counts_of(
                 .map(|(i, c)| (i.as_str(), c.as_str()));
             Ok((
                 age_group.causes().to_vec(),
-                cause_map_counts(records, age_group, &path)?,
+                cause_map_counts(records, age_group, rules, &path)?,
             ))
         }
         VaInput::Records(records) => {
@@ -150,6 +187,7 @@ pub fn counts_of(
                     .iter()
                     .map(|CcvaRecord { id, cause }| (id.as_str(), cause.as_str())),
                 age_group,
+                rules,
                 &path,
             )?;
             Ok((age_group.causes().to_vec(), counts))
@@ -476,7 +514,7 @@ pub fn prepare(request: &CalibrationRequest) -> Result<Prepared, EngineError> {
     let mut causes: Vec<String> = Vec::new();
     let mut deaths: Vec<Vec<f64>> = Vec::new();
     for (k, (algorithm, input)) in request.va_data.iter().enumerate() {
-        let (names, counts) = counts_of(algorithm, input, request.age_group)?;
+        let (names, counts) = counts_of(algorithm, input, request.age_group, request.rules)?;
         if k == 0 {
             causes = names;
             deaths.push(counts);
@@ -657,7 +695,8 @@ pub fn prepare(request: &CalibrationRequest) -> Result<Prepared, EngineError> {
     let donotcalib_tomodel: Vec<Vec<bool>> = mmat_study
         .iter()
         .zip(&donotcalib_study)
-        .map(|(m, excluded)| {
+        .zip(&p_uncalib)
+        .map(|((m, excluded), p_uncalib)| {
             if request.donotcalib_type == DonotcalibType::Fixed {
                 return excluded.clone();
             }
@@ -670,7 +709,9 @@ pub fn prepare(request: &CalibrationRequest) -> Result<Prepared, EngineError> {
                         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| {
                             (lo.min(r[j]), hi.max(r[j]))
                         });
-                    excluded[j] || hi - lo <= request.nocalib_threshold
+                    excluded[j]
+                        || hi - lo <= request.nocalib_threshold
+                        || (request.rules == Rules::V2_3_1 && outside_learn_band(p_uncalib[j]))
                 })
                 .collect()
         })
@@ -694,6 +735,7 @@ pub fn prepare(request: &CalibrationRequest) -> Result<Prepared, EngineError> {
         donotcalib_tomodel,
         ensemble,
         pshrink_strength,
+        rules: request.rules,
     };
     for k in 0..prepared.algorithms.len() {
         if prepared.calibrated(k) {

@@ -47,6 +47,32 @@ impl DonotcalibType {
     }
 }
 
+/// Which release of vacalibration's rules to follow (calibration-model.md §13).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Rules {
+    /// vacalibration 2.2 exactly: replays of runs made with CRAN's release.
+    V2_2,
+    /// vacalibration 2.3.1: the `learn` screen also leaves out causes whose uncalibrated CSMF
+    /// is below 0.01 or above 0.99, and cause_map takes broad-cause labels directly.
+    #[default]
+    V2_3_1,
+}
+
+impl Rules {
+    pub const ALL: [Rules; 2] = [Rules::V2_3_1, Rules::V2_2];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rules::V2_2 => "2.2",
+            Rules::V2_3_1 => "2.3.1",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Rules> {
+        Rules::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SamplerKind {
     /// NUTS, unless the model has Dirichlet parameters far below 1 (then Gibbs).
@@ -158,6 +184,7 @@ pub struct CalibrationRequest {
     pub nocalib_threshold: f64,
     pub path_correction: bool,
     pub pshrink_strength: Option<f64>,
+    pub rules: Rules,
     pub mcmc: McmcRequest,
 }
 
@@ -176,6 +203,7 @@ impl Default for CalibrationRequest {
             nocalib_threshold: 0.1,
             path_correction: true,
             pshrink_strength: None,
+            rules: Rules::default(),
             mcmc: McmcRequest::default(),
         }
     }

@@ -313,7 +313,7 @@ fn the_fixed_ensemble_pools_the_deaths_and_multiplies_the_likelihoods() {
 
 /// §6.1 and §6.2: when the calibrated CSMF leaves the simplex at the grid's first step below
 /// the top, the prior type caps λ at 0.99 and the fixed type, whose grid starts at 1.00, does
-/// not cap it.
+/// not cap it. Both are stalls. (2.2's rules: 2.3.1's would not calibrate the empty cause.)
 #[test]
 fn lambda_is_capped_at_0_99_for_prior_matrices_only() {
     for (mmat_type, matrix, want) in [
@@ -323,10 +323,18 @@ fn lambda_is_capped_at_0_99_for_prior_matrices_only() {
         let result = result_of(&json!({
             "va_data": {"x": {"a": 0, "b": 100}}, "mmat_type": mmat_type,
             "missmat": {"x": {"causes": ["a", "b"], "matrix": matrix}},
-            "mcmc": {"n_mcmc": 400, "n_burn": 400},
+            "rules": "2.2", "mcmc": {"n_mcmc": 400, "n_burn": 400},
         }));
         let lambda = result.lambda_of("x").unwrap();
         assert!((lambda - want).abs() < 1e-9, "{mmat_type}: λ = {lambda}");
+        assert_eq!(
+            result.path_correction[0],
+            Some(vacal_engine::PathCorrection {
+                lambda,
+                stalled: true
+            }),
+            "{mmat_type}"
+        );
     }
 }
 

@@ -34,7 +34,11 @@ use crate::handlers;
         handlers::delete_all,
         handlers::retry_job,
     ),
-    components(schemas(crate::schema::ErrorResponse, crate::schema::FitDiagnostics)),
+    components(schemas(
+        crate::schema::ErrorResponse,
+        crate::schema::FitDiagnostics,
+        crate::schema::PathCorrection
+    )),
     tags(
         (name = "jobs", description = "Calibration jobs"),
         (name = "batches", description = "Batches of jobs"),

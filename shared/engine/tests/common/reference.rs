@@ -55,7 +55,8 @@ fn missmat(spec: &Value) -> Value {
     }
 }
 
-/// The request that reproduces a reference run's `vacalibration()` call.
+/// The request that reproduces a reference run's `vacalibration()` call. The runs were made
+/// with vacalibration 2.2, so the request asks for its rules.
 pub fn request_for(run: &Value) -> Value {
     let inputs = &run["inputs"];
     let map_values = |v: &Value, f: &dyn Fn(&Value) -> Value| -> Value {
@@ -81,6 +82,7 @@ pub fn request_for(run: &Value) -> Value {
         "nocalib_threshold": inputs["nocalib.threshold"],
         "path_correction": inputs["path_correction"],
         "pshrink_strength": inputs["pshrink_strength"],
+        "rules": "2.2",
         "mcmc": {
             "n_mcmc": inputs["nMCMC"],
             "n_burn": inputs["nBurn"],
