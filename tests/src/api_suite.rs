@@ -401,3 +401,189 @@ pub fn listing_deleting_retrying_health_and_metrics(s: &dyn Api) {
     assert_eq!(bulk["deleted_count"], 1);
     assert_eq!(s.get("/api/v1/jobs").1["total_count"], 0);
 }
+
+/// A job's number as the result gives it (rows are algorithms or `ensemble`).
+fn number(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("a number, got {v}"))
+}
+
+/// Waits for a job that must succeed and returns its result object.
+fn finished_result(s: &dyn Api, id: &str) -> Value {
+    let done = s.wait(id, Duration::from_secs(60));
+    assert_eq!(done["status"], "success", "{done}");
+    let (status, result) = s.get(&format!("/api/v1/calibrate/{id}/result"));
+    assert_eq!(status, 200);
+    result["result"].clone()
+}
+
+fn text_of(body: Value) -> String {
+    match body {
+        Value::String(text) => text,
+        other => panic!("a text body, got {other}"),
+    }
+}
+
+/// Checks CSV lines (header excluded) against the result: every number parses back to
+/// exactly the result's. `skip` leading columns (the job ID in a batch file) are ignored.
+fn check_csv_lines<'a>(lines: impl Iterator<Item = &'a str>, r: &Value, skip: usize) -> usize {
+    let causes: Vec<&str> = r["causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    let mut count = 0;
+    for line in lines {
+        let cells: Vec<&str> = line.split(',').skip(skip).collect();
+        assert_eq!(cells.len(), 9, "{line}");
+        let (row, cause) = (cells[0], cells[1]);
+        let j = causes.iter().position(|c| *c == cause).expect("a cause");
+        let value = |cell: &str| -> f64 { cell.parse().unwrap_or_else(|_| panic!("{line}")) };
+        let calibrated = &r["calibrated"][row];
+        assert_eq!(
+            cells[2],
+            r["calibrated_causes"][row][j].to_string(),
+            "{line}"
+        );
+        assert_eq!(
+            value(cells[3]),
+            number(&r["uncalibrated"][row][j]),
+            "{line}"
+        );
+        assert_eq!(value(cells[4]), number(&calibrated["mean"][j]), "{line}");
+        assert_eq!(
+            value(cells[5]),
+            number(&calibrated["lower_ci"][j]),
+            "{line}"
+        );
+        assert_eq!(
+            value(cells[6]),
+            number(&calibrated["upper_ci"][j]),
+            "{line}"
+        );
+        if row != "ensemble" {
+            assert_eq!(value(cells[7]), number(&r["uncalibrated_deaths"][row][j]));
+            assert_eq!(value(cells[8]), number(&r["calibrated_deaths"][row][j]));
+        }
+        count += 1;
+    }
+    count
+}
+
+pub fn result_files_agree_with_the_result(s: &dyn Api) {
+    let body = json!({
+        "va_data": {"eava": "use_example", "insilicova": "use_example"},
+        "age_group": "neonate", "country": "Kenya",
+        "mcmc": {"n_mcmc": 400, "n_burn": 400},
+    });
+    let (status, created) = s.post("/api/v1/calibrate/async", &body);
+    assert_eq!(status, 200, "{created}");
+    let id = created["job_id"].as_str().unwrap().to_string();
+    let r = finished_result(s, &id);
+    let rows = 3; // eava, insilicova, ensemble
+    let causes = r["causes"].as_array().unwrap().len();
+
+    let (status, csv, headers) = s.call(
+        "GET",
+        &format!("/api/v1/calibrate/{id}/result.csv"),
+        None,
+        &[],
+    );
+    assert_eq!(status, 200);
+    assert!(headers
+        .iter()
+        .any(|(k, v)| k == "content-type" && v.starts_with("text/csv")));
+    let csv = text_of(csv);
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("algorithm,cause,calibrated,uncalibrated_csmf,calibrated_mean,calibrated_lower,calibrated_upper,uncalibrated_deaths,calibrated_deaths")
+    );
+    assert_eq!(check_csv_lines(lines, &r, 0), rows * causes);
+
+    let (status, svg) = s.get(&format!("/api/v1/calibrate/{id}/plot.svg"));
+    assert_eq!(status, 200);
+    let svg = text_of(svg);
+    let doc = roxmltree::Document::parse(&svg).expect("the figure is XML");
+    let bars: Vec<roxmltree::Node> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("rect") && n.attribute("data-cause").is_some())
+        .collect();
+    assert_eq!(bars.len(), rows * causes);
+    let names: Vec<&str> = r["causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    for bar in &bars {
+        let row = bar.attribute("data-algorithm").unwrap();
+        let j = names
+            .iter()
+            .position(|c| Some(*c) == bar.attribute("data-cause"))
+            .unwrap();
+        let attr = |name: &str| -> f64 { bar.attribute(name).unwrap().parse().unwrap() };
+        let calibrated = &r["calibrated"][row];
+        assert_eq!(attr("data-mean"), number(&calibrated["mean"][j]));
+        assert_eq!(attr("data-lower"), number(&calibrated["lower_ci"][j]));
+        assert_eq!(attr("data-upper"), number(&calibrated["upper_ci"][j]));
+        assert!(
+            bar.children().any(|c| c.has_tag_name("title")),
+            "a bar has a title"
+        );
+    }
+
+    let (status, report) = s.get(&format!("/api/v1/calibrate/{id}/report.html"));
+    assert_eq!(status, 200);
+    let report = text_of(report);
+    assert!(report.starts_with("<!DOCTYPE html>"));
+    assert!(report.contains("<svg"), "the figure is inline");
+    for external in ["src=", "href=\"http", "url(http", "@import"] {
+        assert!(
+            !report.contains(external),
+            "no external requests: {external}"
+        );
+    }
+    for row in ["eava", "insilicova", "ensemble"] {
+        for j in 0..causes {
+            let mean = format!("{:.1}", 100.0 * number(&r["calibrated"][row]["mean"][j]));
+            assert!(report.contains(&format!(">{mean}<")), "{row} {j}: {mean}");
+        }
+    }
+
+    // Unknown jobs and batches are 404s with the error body.
+    for path in [
+        "/api/v1/calibrate/job_000000000000/result.csv",
+        "/api/v1/calibrate/job_000000000000/plot.svg",
+        "/api/v1/calibrate/job_000000000000/report.html",
+        "/api/v1/calibrate/batch/batch_000000000000/result.csv",
+    ] {
+        let (status, body) = s.get(path);
+        assert_eq!(status, 404, "{path}: {body}");
+        assert_error_body(404, &body);
+    }
+
+    // A batch's file holds every successful member, job ID first.
+    let (status, batch) = s.post(
+        "/api/v1/calibrate/batch",
+        &json!({"jobs": [quick(json!({})), quick(json!({"mcmc": {"n_mcmc": 400, "n_burn": 400, "seed": 2}}))]}),
+    );
+    assert_eq!(status, 200, "{batch}");
+    let batch_id = batch["batch_id"].as_str().unwrap();
+    let ids: Vec<String> = serde_json::from_value(batch["job_ids"].clone()).unwrap();
+    let results: Vec<Value> = ids.iter().map(|id| finished_result(s, id)).collect();
+    let (status, csv) = s.get(&format!("/api/v1/calibrate/batch/{batch_id}/result.csv"));
+    assert_eq!(status, 200);
+    let csv = text_of(csv);
+    let mut lines = csv.lines();
+    assert!(lines.next().unwrap().starts_with("job_id,algorithm,cause,"));
+    let lines: Vec<&str> = lines.collect();
+    for (id, r) in ids.iter().zip(&results) {
+        let own = lines
+            .iter()
+            .copied()
+            .filter(|l| l.starts_with(&format!("{id},")));
+        assert_eq!(check_csv_lines(own, r, 1), 6, "{id}");
+    }
+    assert_eq!(lines.len(), 12);
+}

@@ -55,6 +55,11 @@ fn create_status_result_with_the_example_data() {
 }
 
 #[test]
+fn result_files_agree_with_the_result() {
+    run(2, api_suite::result_files_agree_with_the_result);
+}
+
+#[test]
 fn every_bad_input_gets_a_4xx_with_the_error_body() {
     run(1, api_suite::every_bad_input_gets_a_4xx_with_the_error_body);
 }

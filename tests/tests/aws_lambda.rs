@@ -247,10 +247,14 @@ fn the_api_suite_passes_through_the_lambda_stack() {
         .block_on(LambdaStack::start(options))
         .unwrap_or_else(|e| panic!("{e}"));
     type Scenario = (&'static str, fn(&dyn Api));
-    let scenarios: [Scenario; 4] = [
+    let scenarios: [Scenario; 5] = [
         (
             "create_status_result_with_the_example_data",
             api_suite::create_status_result_with_the_example_data,
+        ),
+        (
+            "result_files_agree_with_the_result",
+            api_suite::result_files_agree_with_the_result,
         ),
         (
             "every_bad_input_gets_a_4xx_with_the_error_body",

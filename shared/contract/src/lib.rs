@@ -500,8 +500,6 @@ pub struct FitDiagnostics {
     pub seconds: f64,
 }
 
-/// A map of row → `FitDiagnostics` or null, which the derive cannot spell (a nullable
-/// reference as a map's values).
 /// A map from row to `schema` or null (utoipa cannot derive a nullable map value).
 fn nullable_by_row(schema: &str) -> utoipa::openapi::schema::Object {
     use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};

@@ -7,6 +7,7 @@ pub mod config;
 #[cfg(feature = "testing")]
 pub mod conformance;
 pub mod domain;
+pub mod export;
 pub mod janitor;
 pub mod ports;
 pub mod request;

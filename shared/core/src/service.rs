@@ -368,6 +368,43 @@ impl JobService {
         })
     }
 
+    /// The result of a successful job, for the result files: 404 and 400 as `/result` gives
+    /// them, and 409 for a failed or timed-out job (it has no numbers to export).
+    pub async fn successful_result(&self, job_id: &str) -> ServiceResult<wire::CalibrationSuccess> {
+        match self.job_result(job_id).await?.result {
+            wire::CalibrationResult::Success(success) => Ok(*success),
+            wire::CalibrationResult::Failure(failure) => Err(ServiceError::Conflict(format!(
+                "Job {job_id} has no result to export (status: {}): {}",
+                failure.status, failure.error
+            ))),
+        }
+    }
+
+    /// The outputs of a batch's successful members, in the batch's order, for its result
+    /// file; members still running or without a result are left out.
+    pub async fn batch_results(
+        &self,
+        batch_id: &str,
+    ) -> ServiceResult<Vec<(String, wire::CalibrationOutput)>> {
+        let now = self.now();
+        let batch = self
+            .ports
+            .store
+            .get_batch(batch_id, now)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("Batch {batch_id} not found")))?;
+        let mut outputs = Vec::new();
+        for id in &batch.job_ids {
+            let Some(job) = self.ports.store.get_job(id, now).await? else {
+                continue;
+            };
+            if job.status == JobStatus::Success {
+                outputs.push((job.job_id.clone(), self.result_of(&job).await?));
+            }
+        }
+        Ok(outputs)
+    }
+
     /// Moves a job to a terminal state unless it already is in one; retries lost writes.
     /// Returns the job as it ended up, and whether this call made the change.
     pub(crate) async fn finish(

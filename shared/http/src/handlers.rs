@@ -91,6 +91,97 @@ pub async fn job_result(State(s): Service, PathId(id): PathId) -> Typed<JobResul
     Ok(Json(s.job_result(&id).await?))
 }
 
+/// A file of a result: its media type, and whether browsers should save it.
+fn file(content_type: &'static str, filename: String, download: bool, body: String) -> Response {
+    let disposition = if download { "attachment" } else { "inline" };
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, content_type.to_string()),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                format!("{disposition}; filename=\"{filename}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The result of a successful job as CSV: one line per algorithm (and ensemble) × cause.
+#[utoipa::path(get, path = "/api/v1/calibrate/{job_id}/result.csv", tag = "results",
+    params(("job_id" = String, Path, description = "Job ID")),
+    responses(
+        (status = 200, description = "algorithm,cause,calibrated,uncalibrated_csmf,calibrated_mean,calibrated_lower,calibrated_upper,uncalibrated_deaths,calibrated_deaths", content_type = "text/csv"),
+        (status = 400, description = "Job not completed (pending, running or cancelled)", body = ErrorResponse),
+        (status = 404, description = "Unknown job", body = ErrorResponse),
+        (status = 409, description = "Job failed or timed out: no result", body = ErrorResponse),
+    ))]
+pub async fn result_csv(State(s): Service, PathId(id): PathId) -> Result<Response, ApiError> {
+    let result = s.successful_result(&id).await?;
+    let csv = vacal_core::export::result_csv(&result.output);
+    Ok(file(
+        "text/csv; charset=utf-8",
+        format!("{id}.csv"),
+        true,
+        csv,
+    ))
+}
+
+/// The figure of a successful job: one panel per algorithm and the ensemble.
+#[utoipa::path(get, path = "/api/v1/calibrate/{job_id}/plot.svg", tag = "results",
+    params(("job_id" = String, Path, description = "Job ID")),
+    responses(
+        (status = 200, description = "SVG figure; every bar carries data-algorithm, data-cause, data-mean, data-lower and data-upper", content_type = "image/svg+xml"),
+        (status = 400, description = "Job not completed (pending, running or cancelled)", body = ErrorResponse),
+        (status = 404, description = "Unknown job", body = ErrorResponse),
+        (status = 409, description = "Job failed or timed out: no result", body = ErrorResponse),
+    ))]
+pub async fn plot_svg(State(s): Service, PathId(id): PathId) -> Result<Response, ApiError> {
+    let result = s.successful_result(&id).await?;
+    let svg = vacal_core::export::plot_svg(&result);
+    Ok(file("image/svg+xml", format!("{id}.svg"), false, svg))
+}
+
+/// A self-contained report of a successful job (inputs, table, figure, diagnostics,
+/// warnings, citation); prints to PDF.
+#[utoipa::path(get, path = "/api/v1/calibrate/{job_id}/report.html", tag = "results",
+    params(("job_id" = String, Path, description = "Job ID")),
+    responses(
+        (status = 200, description = "HTML page with inline CSS and figure", content_type = "text/html"),
+        (status = 400, description = "Job not completed (pending, running or cancelled)", body = ErrorResponse),
+        (status = 404, description = "Unknown job", body = ErrorResponse),
+        (status = 409, description = "Job failed or timed out: no result", body = ErrorResponse),
+    ))]
+pub async fn report_html(State(s): Service, PathId(id): PathId) -> Result<Response, ApiError> {
+    let result = s.successful_result(&id).await?;
+    let html = vacal_core::export::report_html(&id, &result);
+    Ok(file(
+        "text/html; charset=utf-8",
+        format!("{id}.html"),
+        false,
+        html,
+    ))
+}
+
+/// The results of a batch's successful members as one CSV, with the job ID first.
+#[utoipa::path(get, path = "/api/v1/calibrate/batch/{batch_id}/result.csv", tag = "results",
+    params(("batch_id" = String, Path, description = "Batch ID")),
+    responses(
+        (status = 200, description = "job_id, then the columns of a job's result.csv", content_type = "text/csv"),
+        (status = 404, description = "Unknown batch", body = ErrorResponse),
+    ))]
+pub async fn batch_result_csv(State(s): Service, PathId(id): PathId) -> Result<Response, ApiError> {
+    let members = s.batch_results(&id).await?;
+    let csv =
+        vacal_core::export::batch_csv(members.iter().map(|(job, output)| (job.as_str(), output)));
+    Ok(file(
+        "text/csv; charset=utf-8",
+        format!("{id}.csv"),
+        true,
+        csv,
+    ))
+}
+
 /// Cancel a pending or running job.
 #[utoipa::path(delete, path = "/api/v1/calibrate/{job_id}", tag = "jobs",
     params(("job_id" = String, Path, description = "Job ID")),

@@ -27,15 +27,19 @@ pub use error::ApiError;
 
 /// Every route of the API, as `(method, path)` in axum's syntax. The router below serves
 /// exactly these, and the OpenAPI document lists exactly these (tested).
-pub const ROUTES: [(&str, &str); 16] = [
+pub const ROUTES: [(&str, &str); 20] = [
     ("GET", "/"),
     ("GET", "/api/v1/openapi.json"),
     ("POST", "/api/v1/calibrate/async"),
     ("GET", "/api/v1/calibrate/{job_id}/status"),
     ("GET", "/api/v1/calibrate/{job_id}/result"),
+    ("GET", "/api/v1/calibrate/{job_id}/result.csv"),
+    ("GET", "/api/v1/calibrate/{job_id}/plot.svg"),
+    ("GET", "/api/v1/calibrate/{job_id}/report.html"),
     ("DELETE", "/api/v1/calibrate/{job_id}"),
     ("POST", "/api/v1/calibrate/batch"),
     ("GET", "/api/v1/calibrate/batch/{batch_id}/status"),
+    ("GET", "/api/v1/calibrate/batch/{batch_id}/result.csv"),
     ("GET", "/api/v1/jobs"),
     ("GET", "/api/v1/cache/stats"),
     ("DELETE", "/api/v1/cache/clear"),
@@ -73,11 +77,27 @@ pub fn router(service: Arc<JobService>) -> Router {
             "/api/v1/calibrate/{job_id}/result",
             get(handlers::job_result),
         )
+        .route(
+            "/api/v1/calibrate/{job_id}/result.csv",
+            get(handlers::result_csv),
+        )
+        .route(
+            "/api/v1/calibrate/{job_id}/plot.svg",
+            get(handlers::plot_svg),
+        )
+        .route(
+            "/api/v1/calibrate/{job_id}/report.html",
+            get(handlers::report_html),
+        )
         .route("/api/v1/calibrate/{job_id}", delete(handlers::cancel_job))
         .route("/api/v1/calibrate/batch", post(handlers::create_batch))
         .route(
             "/api/v1/calibrate/batch/{batch_id}/status",
             get(handlers::batch_status),
+        )
+        .route(
+            "/api/v1/calibrate/batch/{batch_id}/result.csv",
+            get(handlers::batch_result_csv),
         )
         .route("/api/v1/jobs", get(handlers::list_jobs))
         .route("/api/v1/cache/stats", get(handlers::cache_stats))

@@ -60,16 +60,21 @@ async fn the_document_and_the_router_have_the_same_routes() {
         .collect();
     assert_eq!(documented, declared);
 
-    // The §5.1 table plus `/` and the document itself, written out independently.
+    // The §5.1 table plus `/`, the document itself and the result files, written out
+    // independently.
     let reference: BTreeSet<(String, String)> = [
         ("GET", "/"),
         ("GET", "/api/v1/openapi.json"),
         ("POST", "/api/v1/calibrate/async"),
         ("GET", "/api/v1/calibrate/{job_id}/status"),
         ("GET", "/api/v1/calibrate/{job_id}/result"),
+        ("GET", "/api/v1/calibrate/{job_id}/result.csv"),
+        ("GET", "/api/v1/calibrate/{job_id}/plot.svg"),
+        ("GET", "/api/v1/calibrate/{job_id}/report.html"),
         ("DELETE", "/api/v1/calibrate/{job_id}"),
         ("POST", "/api/v1/calibrate/batch"),
         ("GET", "/api/v1/calibrate/batch/{batch_id}/status"),
+        ("GET", "/api/v1/calibrate/batch/{batch_id}/result.csv"),
         ("GET", "/api/v1/jobs"),
         ("GET", "/api/v1/cache/stats"),
         ("DELETE", "/api/v1/cache/clear"),
