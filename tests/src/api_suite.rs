@@ -587,3 +587,18 @@ pub fn result_files_agree_with_the_result(s: &dyn Api) {
     }
     assert_eq!(lines.len(), 12);
 }
+
+pub fn reference_data_names_what_requests_accept(s: &dyn Api) {
+    let (status, r) = s.get("/api/v1/reference");
+    assert_eq!(status, 200);
+    assert_eq!(r["age_groups"][0]["age_group"], "neonate");
+    assert_eq!(r["age_groups"][1]["causes"][2], "diarrhea");
+    assert_eq!(r["rules"], json!(["2.3.1", "2.2"]));
+    assert_eq!(r["defaults"]["rules"], "2.3.1");
+    let (status, map) = s.get("/api/v1/reference/cause-map/neonate");
+    assert_eq!(status, 200);
+    assert_eq!(map["labels"]["neonatal sepsis"], "sepsis_meningitis_inf");
+    let (status, body) = s.get("/api/v1/reference/cause-map/adult");
+    assert_eq!(status, 404);
+    assert_error_body(404, &body);
+}

@@ -60,6 +60,11 @@ fn result_files_agree_with_the_result() {
 }
 
 #[test]
+fn reference_data_names_what_requests_accept() {
+    run(1, api_suite::reference_data_names_what_requests_accept);
+}
+
+#[test]
 fn every_bad_input_gets_a_4xx_with_the_error_body() {
     run(1, api_suite::every_bad_input_gets_a_4xx_with_the_error_body);
 }

@@ -913,6 +913,63 @@ pub struct RetryResponse {
     pub original_job_id: String,
 }
 
+// ---------------------------------------------------------------------------------------
+// Reference data
+// ---------------------------------------------------------------------------------------
+
+/// An age group and its broad causes, in the order of every result's arrays.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AgeGroupReference {
+    pub age_group: AgeGroup,
+    pub causes: Vec<String>,
+}
+
+/// The defaults a request gets for the fields it leaves out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RequestDefaults {
+    pub age_group: AgeGroup,
+    pub country: String,
+    pub mmat_type: MmatType,
+    pub rules: Rules,
+    pub donotcalib: Vec<String>,
+    pub donotcalib_type: String,
+    pub nocalib_threshold: f64,
+    pub path_correction: bool,
+    pub n_mcmc: u64,
+    pub n_burn: u64,
+    pub n_thin: u64,
+    pub n_chain: u64,
+    pub seed: u64,
+    pub sampler: String,
+}
+
+/// `GET /api/v1/reference` → 200: what a request can name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReferenceResponse {
+    pub age_groups: Vec<AgeGroupReference>,
+    /// Algorithms with stored CHAMPS matrices (others need `missmat`).
+    pub algorithms: Vec<String>,
+    /// Countries with their own CHAMPS matrices; any other country uses `other`.
+    pub countries: Vec<String>,
+    pub matrix_types: Vec<MmatType>,
+    pub rules: Vec<Rules>,
+    pub defaults: RequestDefaults,
+}
+
+/// `GET /api/v1/reference/cause-map/{age_group}` → 200: how CCVA labels map to broad causes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CauseMapResponse {
+    pub age_group: AgeGroup,
+    /// The broad causes, in order.
+    pub causes: Vec<String>,
+    /// Specific label (lower case; labels match case-insensitively) → broad cause, sorted by
+    /// label. `Unspecified` deaths are dropped.
+    pub labels: IndexMap<String, String>,
+    /// Labels that only the 2.3.1 rules know, with their broad cause. Under 2.3.1, labels that
+    /// are all broad causes are also taken as they are.
+    pub labels_2_3_1: IndexMap<String, String>,
+}
+
 /// `GET /` → 200: public service information.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ServiceInfo {

@@ -331,14 +331,19 @@ fn job_fields(obj: &Map<String, Value>, config: &Config) -> Result<JobFields, Va
     })
 }
 
+/// The API's age group when a request names none (§4).
+pub const DEFAULT_AGE_GROUP: AgeGroup = AgeGroup::Neonate;
+/// The API's country when a request names none (§4).
+pub const DEFAULT_COUNTRY: &str = "Mozambique";
+
 /// The body with the API's defaults (§4): example data, neonate, Mozambique. An explicit
 /// null age group or country means "none" (custom classifiers with their own matrices).
 fn with_api_defaults(obj: &Map<String, Value>) -> Map<String, Value> {
     let mut engine_body = obj.clone();
     for (field, default) in [
         ("va_data", json!({"insilicova": "use_example"})),
-        ("age_group", json!("neonate")),
-        ("country", json!("Mozambique")),
+        ("age_group", json!(DEFAULT_AGE_GROUP.as_str())),
+        ("country", json!(DEFAULT_COUNTRY)),
     ] {
         match engine_body.get(field) {
             None => {

@@ -133,6 +133,15 @@ pub fn cause_map(age_group: AgeGroup) -> &'static CauseMap {
     }
 }
 
+/// Labels (lower case) that vacalibration 2.3.1's cause_map adds to 2.2's table, with their
+/// broad cause (calibration-model.md §13.2).
+pub fn labels_added_in_2_3_1(age_group: AgeGroup) -> &'static [(&'static str, &'static str)] {
+    match age_group {
+        AgeGroup::Neonate => &[],
+        AgeGroup::Child => &[("diarrhea", "diarrhea")],
+    }
+}
+
 /// The stored country name for `country`: matched case-insensitively (after trimming) against
 /// the seven CHAMPS countries, `other` for anything else.
 pub fn resolve_country(country: &str) -> &'static str {

@@ -85,14 +85,15 @@ pub fn cause_map_counts<'a>(
         let broad = if all_broad {
             label
         } else {
+            let added = || {
+                data::labels_added_in_2_3_1(age_group)
+                    .iter()
+                    .find(|(known, _)| *known == label)
+                    .map(|(_, broad)| *broad)
+            };
             match map.lookup.get(label) {
                 Some(broad) => broad.as_str(),
-                None if rules == Rules::V2_3_1
-                    && age_group == AgeGroup::Child
-                    && label == "diarrhea" =>
-                {
-                    "diarrhea"
-                }
+                None if rules == Rules::V2_3_1 => added()?,
                 None => return None,
             }
         };

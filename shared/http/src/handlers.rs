@@ -91,6 +91,31 @@ pub async fn job_result(State(s): Service, PathId(id): PathId) -> Typed<JobResul
     Ok(Json(s.job_result(&id).await?))
 }
 
+/// What a request can name: age groups and their causes, algorithms, countries, matrix
+/// types, rules and defaults.
+#[utoipa::path(get, path = "/api/v1/reference", tag = "reference",
+    responses((status = 200, description = "Reference data", body = ReferenceResponse)))]
+pub async fn reference() -> Json<ReferenceResponse> {
+    Json(vacal_core::reference::reference())
+}
+
+/// How CCVA output labels map to the broad causes of an age group.
+#[utoipa::path(get, path = "/api/v1/reference/cause-map/{age_group}", tag = "reference",
+    params(("age_group" = String, Path, description = "`neonate` or `child`")),
+    responses(
+        (status = 200, description = "Label → broad cause", body = CauseMapResponse),
+        (status = 404, description = "Unknown age group", body = ErrorResponse),
+    ))]
+pub async fn cause_map(PathId(age_group): PathId) -> Typed<CauseMapResponse> {
+    vacal_core::reference::cause_map(&age_group)
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::from(vacal_core::ServiceError::NotFound(format!(
+                "Unknown age group '{age_group}': use neonate or child"
+            )))
+        })
+}
+
 /// A file of a result: its media type, and whether browsers should save it.
 fn file(content_type: &'static str, filename: String, download: bool, body: String) -> Response {
     let disposition = if download { "attachment" } else { "inline" };

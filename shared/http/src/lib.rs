@@ -27,7 +27,7 @@ pub use error::ApiError;
 
 /// Every route of the API, as `(method, path)` in axum's syntax. The router below serves
 /// exactly these, and the OpenAPI document lists exactly these (tested).
-pub const ROUTES: [(&str, &str); 20] = [
+pub const ROUTES: [(&str, &str); 22] = [
     ("GET", "/"),
     ("GET", "/api/v1/openapi.json"),
     ("POST", "/api/v1/calibrate/async"),
@@ -48,6 +48,8 @@ pub const ROUTES: [(&str, &str); 20] = [
     ("DELETE", "/api/v1/jobs/{job_id}"),
     ("DELETE", "/api/v1/jobs/clear/all"),
     ("POST", "/api/v1/jobs/retry/{job_id}"),
+    ("GET", "/api/v1/reference"),
+    ("GET", "/api/v1/reference/cause-map/{age_group}"),
 ];
 
 /// The OpenAPI document of a router built with this configuration, as JSON.
@@ -107,6 +109,11 @@ pub fn router(service: Arc<JobService>) -> Router {
         .route("/api/v1/jobs/{job_id}", delete(handlers::delete_job))
         .route("/api/v1/jobs/clear/all", delete(handlers::delete_all))
         .route("/api/v1/jobs/retry/{job_id}", post(handlers::retry_job))
+        .route("/api/v1/reference", get(handlers::reference))
+        .route(
+            "/api/v1/reference/cause-map/{age_group}",
+            get(handlers::cause_map),
+        )
         .fallback(handlers::not_found)
         .with_state(service)
         .layer(Extension(doc))

@@ -37,6 +37,8 @@ use crate::handlers;
         handlers::delete_job,
         handlers::delete_all,
         handlers::retry_job,
+        handlers::reference,
+        handlers::cause_map,
     ),
     components(schemas(
         crate::schema::ErrorResponse,
@@ -48,6 +50,7 @@ use crate::handlers;
         (name = "results", description = "Results as files: CSV, SVG figure, HTML report"),
         (name = "batches", description = "Batches of jobs"),
         (name = "cache", description = "Result cache"),
+        (name = "reference", description = "Age groups, causes, countries, rules, defaults and cause maps"),
         (name = "service", description = "Service information, health and metrics"),
     ),
 )]

@@ -83,6 +83,8 @@ async fn the_document_and_the_router_have_the_same_routes() {
         ("DELETE", "/api/v1/jobs/{job_id}"),
         ("DELETE", "/api/v1/jobs/clear/all"),
         ("POST", "/api/v1/jobs/retry/{job_id}"),
+        ("GET", "/api/v1/reference"),
+        ("GET", "/api/v1/reference/cause-map/{age_group}"),
     ]
     .iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))
