@@ -602,3 +602,104 @@ pub fn reference_data_names_what_requests_accept(s: &dyn Api) {
     assert_eq!(status, 404);
     assert_error_body(404, &body);
 }
+
+/// A multipart/form-data body of (part name, content) pairs.
+fn multipart(parts: &[(&str, &str)]) -> (String, String) {
+    let boundary = "vacal-test-boundary-7d1f";
+    let mut body = String::new();
+    for (name, content) in parts {
+        let filename = if *name == "request" {
+            String::new()
+        } else {
+            format!("; filename=\"{name}.csv\"")
+        };
+        body.push_str(&format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"{filename}\r\n\r\n{content}\r\n"
+        ));
+    }
+    body.push_str(&format!("--{boundary}--\r\n"));
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+fn post_multipart(s: &dyn Api, parts: &[(&str, &str)]) -> (u16, Value) {
+    let (content_type, body) = multipart(parts);
+    let (status, v, _) = s.call(
+        "POST",
+        "/api/v1/calibrate/async",
+        Some(&body),
+        &[("content-type", &content_type)],
+    );
+    (status, v)
+}
+
+pub fn files_upload_like_json_bodies(s: &dyn Api) {
+    let setting = json!({"age_group": "neonate", "country": "Mozambique",
+                         "mcmc": {"n_mcmc": 400, "n_burn": 400}});
+    let mut example = setting.clone();
+    example["va_data"] = json!({"eava": "use_example"});
+    let (status, created) = s.post("/api/v1/calibrate/async", &example);
+    assert_eq!(status, 200, "{created}");
+    let from_json = finished_result(s, created["job_id"].as_str().unwrap());
+
+    // The EAVA example's counts (neonate) as a counts file and a long file.
+    let counts = "cause;deaths\ncongenital_malformation;44\npneumonia;168\n\
+                  sepsis_meningitis_inf;267\nipre;268\nother;29\nprematurity;164\n";
+    let mut long = String::from("ID,cause\r\n");
+    let names = [
+        "Congenital malformation",
+        "Neonatal pneumonia",
+        "Neonatal sepsis",
+        "Birth asphyxia",
+        "Other and unspecified neonatal CoD",
+        "Prematurity",
+    ];
+    let deaths = [44, 168, 267, 268, 29, 164];
+    let mut id = 0;
+    for (name, n) in names.iter().zip(deaths) {
+        for _ in 0..n {
+            id += 1;
+            long.push_str(&format!("d{id},{name}\r\n"));
+        }
+    }
+    long.push_str("u1,Unspecified\r\n");
+    for file in [counts, long.as_str()] {
+        let (status, created) = post_multipart(
+            s,
+            &[("request", &setting.to_string()), ("va_data.eava", file)],
+        );
+        assert_eq!(status, 200, "{created}");
+        let from_file = finished_result(s, created["job_id"].as_str().unwrap());
+        assert_eq!(from_file["calibrated"], from_json["calibrated"]);
+        assert_eq!(
+            from_file["uncalibrated_deaths"],
+            from_json["uncalibrated_deaths"]
+        );
+    }
+
+    // A bad file is a 422 naming the part and the line.
+    let (status, body) = post_multipart(
+        s,
+        &[(
+            "va_data.eava",
+            "ID,cause\n1,Prematurity\n2,neonatal sepsis \n",
+        )],
+    );
+    assert_eq!(status, 422, "{body}");
+    assert_error_body(422, &body);
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("va_data.eava: line 3: unknown cause 'neonatal sepsis ' for age group neonate (did you mean 'neonatal sepsis'?)"),
+        "{detail}"
+    );
+    let (status, body) = post_multipart(s, &[("va_data.openva", "ID,cause\n1,Prematurity\n")]);
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = post_multipart(s, &[("notes", "hello")]);
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("notes: unknown part"),
+        "{body}"
+    );
+}

@@ -60,6 +60,11 @@ fn result_files_agree_with_the_result() {
 }
 
 #[test]
+fn files_upload_like_json_bodies() {
+    run(2, api_suite::files_upload_like_json_bodies);
+}
+
+#[test]
 fn reference_data_names_what_requests_accept() {
     run(1, api_suite::reference_data_names_what_requests_accept);
 }

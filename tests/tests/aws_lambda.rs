@@ -247,7 +247,7 @@ fn the_api_suite_passes_through_the_lambda_stack() {
         .block_on(LambdaStack::start(options))
         .unwrap_or_else(|e| panic!("{e}"));
     type Scenario = (&'static str, fn(&dyn Api));
-    let scenarios: [Scenario; 5] = [
+    let scenarios: [Scenario; 6] = [
         (
             "create_status_result_with_the_example_data",
             api_suite::create_status_result_with_the_example_data,
@@ -255,6 +255,10 @@ fn the_api_suite_passes_through_the_lambda_stack() {
         (
             "result_files_agree_with_the_result",
             api_suite::result_files_agree_with_the_result,
+        ),
+        (
+            "files_upload_like_json_bodies",
+            api_suite::files_upload_like_json_bodies,
         ),
         (
             "every_bad_input_gets_a_4xx_with_the_error_body",

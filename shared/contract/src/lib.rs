@@ -318,6 +318,37 @@ pub struct CalibrationJobRequest {
     pub rules: Option<Rules>,
 }
 
+/// `POST /api/v1/calibrate/async` as `multipart/form-data`: the JSON body as an optional
+/// `request` part (its `va_data` may be absent) and one CSV or TSV file per algorithm, in long
+/// (`ID`, `cause` or `cause1`), wide (`ID` and broad-cause columns of 0/1) or counts (`cause`,
+/// `deaths` or `count`) form, detected from the header.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+pub struct CalibrationUpload {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<CalibrationJobRequest>,
+    #[serde(
+        rename = "va_data.eava",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>, format = Binary)]
+    pub va_data_eava: Option<String>,
+    #[serde(
+        rename = "va_data.insilicova",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>, format = Binary)]
+    pub va_data_insilicova: Option<String>,
+    #[serde(
+        rename = "va_data.interva",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>, format = Binary)]
+    pub va_data_interva: Option<String>,
+}
+
 /// The vacalibration release whose rules a calibration follows. `2.3.1` (the author's current
 /// release) also leaves out of the `learn` screen causes with an uncalibrated CSMF below 0.01
 /// or above 0.99, and maps labels that are all broad causes directly; `2.2` (CRAN) replays

@@ -14,6 +14,7 @@ pub mod reference;
 pub mod request;
 pub mod result;
 pub mod service;
+pub mod upload;
 pub mod validation;
 pub mod worker;
 

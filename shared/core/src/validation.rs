@@ -112,7 +112,7 @@ fn int_field(
     }
 }
 
-fn record_id_ok(id: &str) -> bool {
+pub(crate) fn record_id_ok(id: &str) -> bool {
     (1..=50).contains(&id.len())
         && id
             .chars()

@@ -119,6 +119,81 @@ impl FromRequest<Arc<JobService>> for JsonObject {
 
 /// The query string decoded into a map. A repeated parameter keeps its last value, as
 /// FastAPI did for scalar parameters.
+/// The body of a job request: a JSON object, or `multipart/form-data` with an optional
+/// `request` part (the JSON body) and one file part `va_data.<algorithm>` per algorithm,
+/// which core's upload module reads into the same JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobBody(pub Value);
+
+fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+    ApiError::from(ServiceError::Invalid(ValidationError::single(
+        field, message,
+    )))
+}
+
+/// The `request` part and the file parts of a multipart body.
+type UploadParts = (Option<Vec<u8>>, Vec<(String, Vec<u8>)>);
+
+async fn multipart_parts(bytes: bytes::Bytes, boundary: String) -> Result<UploadParts, ApiError> {
+    let unreadable = |e: multer::Error| {
+        ApiError::bad_request(format!("Could not read the multipart/form-data body: {e}"))
+    };
+    let stream =
+        futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(bytes) });
+    let mut multipart = multer::Multipart::new(stream, boundary);
+    let mut request = None;
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    while let Some(field) = multipart.next_field().await.map_err(unreadable)? {
+        let name = field.name().unwrap_or("").to_string();
+        let data = field.bytes().await.map_err(unreadable)?.to_vec();
+        let is_file = name.strip_prefix("va_data.").is_some_and(|a| !a.is_empty());
+        if name == "request" && request.is_none() {
+            request = Some(data);
+        } else if is_file && !files.iter().any(|(n, _)| *n == name) {
+            files.push((name, data));
+        } else if name == "request" || is_file {
+            return Err(invalid(&name, "is sent twice: send each part once"));
+        } else {
+            return Err(invalid(
+                if name.is_empty() { "body" } else { &name },
+                "unknown part: send an optional `request` part (the JSON body) and one file \
+                 part `va_data.<algorithm>` per algorithm",
+            ));
+        }
+    }
+    Ok((request, files))
+}
+
+impl FromRequest<Arc<JobService>> for JobBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &Arc<JobService>) -> Result<Self, ApiError> {
+        let content_type = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let is_multipart = content_type
+            .trim_start()
+            .to_ascii_lowercase()
+            .starts_with("multipart/form-data");
+        if !is_multipart {
+            return JsonObject::from_request(req, state)
+                .await
+                .map(|JsonObject(v)| JobBody(v));
+        }
+        let boundary = multer::parse_boundary(content_type).map_err(|_| {
+            ApiError::bad_request("multipart/form-data needs a boundary in its Content-Type")
+        })?;
+        let limit = state.config().max_request_bytes;
+        let bytes = read_limited(req.into_body(), limit).await?;
+        let (request, files) = multipart_parts(bytes, boundary).await?;
+        vacal_core::upload::body_from_parts(request.as_deref(), &files)
+            .map(JobBody)
+            .map_err(|e| ApiError::from(ServiceError::Invalid(e)))
+    }
+}
+
 pub fn parse_query(query: Option<&str>) -> Query {
     form_urlencoded::parse(query.unwrap_or("").as_bytes())
         .into_owned()

@@ -10,7 +10,7 @@ use axum::{Extension, Json};
 use vacal_core::JobService;
 
 use crate::error::{error_body, error_json, ApiError};
-use crate::extract::{JsonObject, Params, PathId};
+use crate::extract::{JobBody, JsonObject, Params, PathId};
 use crate::schema::*;
 
 type Service = State<Arc<JobService>>;
@@ -48,18 +48,18 @@ pub async fn openapi_json(Extension(doc): Extension<OpenApiJson>) -> Response {
 
 /// Create one asynchronous calibration job.
 #[utoipa::path(post, path = "/api/v1/calibrate/async", tag = "jobs",
-    request_body = CalibrationJobRequest,
+    request_body(content(
+        (CalibrationJobRequest = "application/json"),
+        (CalibrationUpload = "multipart/form-data"),
+    )),
     responses(
         (status = 200, description = "Job created and queued", body = JobCreatedResponse),
         (status = 400, description = "Body missing, not JSON, or not an object", body = ErrorResponse),
         (status = 413, description = "Body larger than MAX_REQUEST_BYTES", body = ErrorResponse),
-        (status = 415, description = "Content-Type is not JSON", body = ErrorResponse),
-        (status = 422, description = "Invalid request (§4)", body = ErrorResponse),
+        (status = 415, description = "Content-Type is neither JSON nor multipart/form-data", body = ErrorResponse),
+        (status = 422, description = "Invalid request (§4), or a file refused with its line and column", body = ErrorResponse),
     ))]
-pub async fn create_job(
-    State(s): Service,
-    JsonObject(body): JsonObject,
-) -> Typed<JobCreatedResponse> {
+pub async fn create_job(State(s): Service, JobBody(body): JobBody) -> Typed<JobCreatedResponse> {
     Ok(Json(s.create_job(&body).await?))
 }
 
