@@ -702,4 +702,33 @@ pub fn files_upload_like_json_bodies(s: &dyn Api) {
             .starts_with("notes: unknown part"),
         "{body}"
     );
+
+    // The preview reads the same files without running anything.
+    let validate = |parts: &[(&str, &str)]| -> Value {
+        let (content_type, body) = multipart(parts);
+        let (status, v, _) = s.call(
+            "POST",
+            "/api/v1/validate",
+            Some(&body),
+            &[("content-type", &content_type)],
+        );
+        assert_eq!(status, 200, "{v}");
+        v
+    };
+    let p = validate(&[("request", &setting.to_string()), ("va_data.eava", &long)]);
+    assert_eq!(p["valid"], true, "{p}");
+    let eava = &p["algorithms"]["eava"];
+    assert_eq!(eava["form"], "long");
+    assert_eq!(eava["deaths"], 940);
+    assert_eq!(eava["unspecified_dropped"], 1);
+    assert_eq!(eava["counts"]["ipre"], 268);
+    assert_eq!(eava["not_calibrated"]["other"], "donotcalib");
+    assert_eq!(p["settings"]["country"], "Mozambique");
+    let p = validate(&[("va_data.eava", "ID,cause\n1,Prematurity\n1,Prematurity\n")]);
+    assert_eq!(p["valid"], false, "{p}");
+    assert_eq!(p["errors"][0]["field"], "va_data.eava");
+    let (status, p) = s.post("/api/v1/validate", &json!({"age_group": "adult"}));
+    assert_eq!(status, 200);
+    assert_eq!(p["valid"], false);
+    assert_eq!(p["errors"][0]["field"], "age_group");
 }

@@ -349,6 +349,42 @@ pub struct CalibrationUpload {
     pub va_data_interva: Option<String>,
 }
 
+/// What `POST /api/v1/validate` found about one algorithm's data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AlgorithmPreview {
+    /// `long`, `wide` or `counts` for a file; `json` for data in the JSON body.
+    pub form: String,
+    /// Deaths counted (after dropping `Unspecified`).
+    pub deaths: Amount,
+    /// Rows of a long file labelled `Unspecified`, dropped as cause_map does.
+    pub unspecified_dropped: u64,
+    /// Deaths per broad cause, in the result's cause order.
+    pub counts: IndexMap<String, Amount>,
+    /// Whether this algorithm will be calibrated (at least 2 causes to calibrate).
+    pub calibrated: bool,
+    /// Causes that will not be calibrated, with the reason: `donotcalib`, `zero deaths`,
+    /// `uncalibrated CSMF outside [0.01, 0.99] (2.3.1 rule)` or `learn screen (the
+    /// misclassification rates barely differ)`.
+    pub not_calibrated: IndexMap<String, String>,
+}
+
+/// `POST /api/v1/validate` → 200: what a calibration of this request would start from,
+/// without running it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ValidationPreview {
+    /// True when the request would be accepted.
+    pub valid: bool,
+    /// Why it would not be (a file's errors name its line and column).
+    pub errors: Vec<FieldError>,
+    /// Per algorithm whose data could be read.
+    pub algorithms: IndexMap<String, AlgorithmPreview>,
+    /// The settings the run would use, defaults resolved; null when invalid.
+    #[schema(required = true)]
+    pub settings: Option<Value>,
+    /// What a run would warn about before sampling.
+    pub warnings: Vec<String>,
+}
+
 /// The vacalibration release whose rules a calibration follows. `2.3.1` (the author's current
 /// release) also leaves out of the `learn` screen causes with an uncalibrated CSMF below 0.01
 /// or above 0.99, and maps labels that are all broad causes directly; `2.2` (CRAN) replays

@@ -10,6 +10,7 @@ pub mod domain;
 pub mod export;
 pub mod janitor;
 pub mod ports;
+pub mod preview;
 pub mod reference;
 pub mod request;
 pub mod result;

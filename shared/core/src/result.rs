@@ -32,13 +32,18 @@ fn diagnostics(d: &Diagnostics) -> wire::FitDiagnostics {
 }
 
 /// The settings the run used, with every default resolved (the data themselves left out).
-fn resolved_settings(request: &CalibrationRequest, calibration: &Calibration) -> Value {
+pub(crate) fn resolved_settings(
+    request: &CalibrationRequest,
+    algorithms: &[String],
+    ensemble: bool,
+    pshrink_strength: f64,
+) -> Value {
     let mut settings = request_json(request);
     let obj = settings
         .as_object_mut()
         .expect("request_json gives an object");
     obj.remove("va_data");
-    obj.insert("algorithms".into(), json!(calibration.algorithms));
+    obj.insert("algorithms".into(), json!(algorithms));
     let missmat = if request.missmat.is_some() {
         "user"
     } else {
@@ -50,11 +55,8 @@ fn resolved_settings(request: &CalibrationRequest, calibration: &Calibration) ->
         _ => Value::Null,
     };
     obj.insert("matrix_country".into(), stored_country);
-    obj.insert("ensemble".into(), json!(calibration.ensemble));
-    obj.insert(
-        "pshrink_strength".into(),
-        json!(calibration.pshrink_strength),
-    );
+    obj.insert("ensemble".into(), json!(ensemble));
+    obj.insert("pshrink_strength".into(), json!(pshrink_strength));
     let m = mcmc_settings(&request.mcmc, request.mcmc.seed);
     if let Some(mcmc) = obj.get_mut("mcmc").and_then(Value::as_object_mut) {
         mcmc.insert("warmup_per_chain".into(), json!(m.warmup_per_chain));
@@ -123,7 +125,12 @@ pub fn calibration_output(
         },
         diagnostics: by_row(rows, |r| r.diagnostics.as_ref().map(diagnostics)),
         warnings: calibration.warnings(),
-        settings: resolved_settings(request, calibration),
+        settings: resolved_settings(
+            request,
+            &calibration.algorithms,
+            calibration.ensemble,
+            calibration.pshrink_strength,
+        ),
         engine_version: ENGINE_VERSION.to_string(),
     }
 }

@@ -464,33 +464,31 @@ pub fn setting_of(body: &Map<String, Value>) -> (AgeGroup, Rules) {
     (age_group, rules)
 }
 
-/// The JSON body of a multipart upload: the `request` part (if any) with each file part
-/// `va_data.<algorithm>` read into its `va_data`. A file replaces the request's data for the
-/// same algorithm.
+/// The `request` part of a multipart upload: a JSON object (empty when absent).
+pub fn request_part(bytes: Option<&[u8]>) -> Result<Map<String, Value>, ValidationError> {
+    match bytes.map(serde_json::from_slice::<Value>) {
+        None => Ok(Map::new()),
+        Some(Ok(Value::Object(body))) => Ok(body),
+        Some(Ok(_)) => Err(ValidationError::single("request", "must be a JSON object")),
+        Some(Err(e)) => Err(ValidationError::single(
+            "request",
+            format!("is not valid JSON: {e}"),
+        )),
+    }
+}
+
+/// The JSON body of an upload: `request` with each file part `va_data.<algorithm>` read into
+/// its `va_data`. A file replaces the request's data for the same algorithm.
 pub fn body_from_parts(
-    request: Option<&[u8]>,
+    mut body: Map<String, Value>,
     files: &[(String, Vec<u8>)],
 ) -> Result<Value, ValidationError> {
-    let mut body = match request {
-        None => Map::new(),
-        Some(bytes) => match serde_json::from_slice::<Value>(bytes) {
-            Ok(Value::Object(body)) => body,
-            Ok(_) => return Err(ValidationError::single("request", "must be a JSON object")),
-            Err(e) => {
-                return Err(ValidationError::single(
-                    "request",
-                    format!("is not valid JSON: {e}"),
-                ))
-            }
-        },
-    };
+    if files.is_empty() {
+        return Ok(Value::Object(body));
+    }
     let (age_group, rules) = setting_of(&body);
     let mut va_data = match body.remove("va_data") {
-        Some(Value::Object(va)) if !files.is_empty() => va,
-        Some(other) if files.is_empty() => {
-            body.insert("va_data".into(), other);
-            return Ok(Value::Object(body));
-        }
+        Some(Value::Object(va)) => va,
         _ => Map::new(),
     };
     let mut errors = Vec::new();
@@ -506,9 +504,7 @@ pub fn body_from_parts(
     if !errors.is_empty() {
         return Err(ValidationError { errors });
     }
-    if !files.is_empty() {
-        body.insert("va_data".into(), Value::Object(va_data));
-    }
+    body.insert("va_data".into(), Value::Object(va_data));
     Ok(Value::Object(body))
 }
 
@@ -539,7 +535,7 @@ mod tests {
             .iter()
             .map(|(part, text)| (part.to_string(), text.as_bytes().to_vec()))
             .collect();
-        body_from_parts(Some(request.to_string().as_bytes()), &files)
+        body_from_parts(request.as_object().unwrap().clone(), &files)
     }
 
     fn messages(result: Result<Value, ValidationError>) -> Vec<String> {
@@ -613,7 +609,7 @@ mod tests {
         ];
         for (file, expected) in cases {
             let files = [("va_data.eava".to_string(), file.to_vec())];
-            let got = messages(body_from_parts(None, &files));
+            let got = messages(body_from_parts(Map::new(), &files));
             assert!(
                 got.iter()
                     .any(|m| m.starts_with(&format!("va_data.eava: {expected}"))),
@@ -637,9 +633,11 @@ mod tests {
 
     #[test]
     fn the_request_part_must_be_a_json_object() {
-        let got = body_from_parts(Some(b"[1]"), &[]).unwrap_err();
+        let got = request_part(Some(b"[1]")).unwrap_err();
         assert_eq!(got.detail(), "request: must be a JSON object");
-        let body = body_from_parts(Some(br#"{"va_data": {"eava": [1,2,3,4,5,6]}}"#), &[]).unwrap();
-        assert_eq!(body["va_data"]["eava"][5], 6);
+        assert!(request_part(Some(b"{")).is_err());
+        assert_eq!(request_part(None).unwrap(), Map::new());
+        let body = request_part(Some(br#"{"va_data": {"eava": [1,2,3,4,5,6]}}"#)).unwrap();
+        assert_eq!(body_from_parts(body, &[]).unwrap()["va_data"]["eava"][5], 6);
     }
 }

@@ -11,7 +11,7 @@ use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use vacal_contract::{FromQuery, Query, QueryLimits};
 use vacal_core::validation::ValidationError;
 use vacal_core::{JobService, ServiceError};
@@ -120,10 +120,12 @@ impl FromRequest<Arc<JobService>> for JsonObject {
 /// The query string decoded into a map. A repeated parameter keeps its last value, as
 /// FastAPI did for scalar parameters.
 /// The body of a job request: a JSON object, or `multipart/form-data` with an optional
-/// `request` part (the JSON body) and one file part `va_data.<algorithm>` per algorithm,
-/// which core's upload module reads into the same JSON.
+/// `request` part (the JSON body) and one file part `va_data.<algorithm>` per algorithm.
 #[derive(Debug, Clone, PartialEq)]
-pub struct JobBody(pub Value);
+pub struct Upload {
+    pub request: Map<String, Value>,
+    pub files: Vec<(String, Vec<u8>)>,
+}
 
 fn invalid(field: &str, message: impl Into<String>) -> ApiError {
     ApiError::from(ServiceError::Invalid(ValidationError::single(
@@ -131,10 +133,7 @@ fn invalid(field: &str, message: impl Into<String>) -> ApiError {
     )))
 }
 
-/// The `request` part and the file parts of a multipart body.
-type UploadParts = (Option<Vec<u8>>, Vec<(String, Vec<u8>)>);
-
-async fn multipart_parts(bytes: bytes::Bytes, boundary: String) -> Result<UploadParts, ApiError> {
+async fn multipart_upload(bytes: bytes::Bytes, boundary: String) -> Result<Upload, ApiError> {
     let unreadable = |e: multer::Error| {
         ApiError::bad_request(format!("Could not read the multipart/form-data body: {e}"))
     };
@@ -161,10 +160,12 @@ async fn multipart_parts(bytes: bytes::Bytes, boundary: String) -> Result<Upload
             ));
         }
     }
-    Ok((request, files))
+    let request = vacal_core::upload::request_part(request.as_deref())
+        .map_err(|e| ApiError::from(ServiceError::Invalid(e)))?;
+    Ok(Upload { request, files })
 }
 
-impl FromRequest<Arc<JobService>> for JobBody {
+impl FromRequest<Arc<JobService>> for Upload {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &Arc<JobService>) -> Result<Self, ApiError> {
@@ -178,17 +179,35 @@ impl FromRequest<Arc<JobService>> for JobBody {
             .to_ascii_lowercase()
             .starts_with("multipart/form-data");
         if !is_multipart {
-            return JsonObject::from_request(req, state)
-                .await
-                .map(|JsonObject(v)| JobBody(v));
+            let JsonObject(body) = JsonObject::from_request(req, state).await?;
+            let Value::Object(request) = body else {
+                unreachable!("JsonObject holds an object")
+            };
+            return Ok(Upload {
+                request,
+                files: Vec::new(),
+            });
         }
         let boundary = multer::parse_boundary(content_type).map_err(|_| {
             ApiError::bad_request("multipart/form-data needs a boundary in its Content-Type")
         })?;
         let limit = state.config().max_request_bytes;
         let bytes = read_limited(req.into_body(), limit).await?;
-        let (request, files) = multipart_parts(bytes, boundary).await?;
-        vacal_core::upload::body_from_parts(request.as_deref(), &files)
+        multipart_upload(bytes, boundary).await
+    }
+}
+
+/// A job request's JSON body, from a JSON body or an upload whose files are read into it
+/// (a bad file is a 422 naming its line and column).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobBody(pub Value);
+
+impl FromRequest<Arc<JobService>> for JobBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &Arc<JobService>) -> Result<Self, ApiError> {
+        let Upload { request, files } = Upload::from_request(req, state).await?;
+        vacal_core::upload::body_from_parts(request, &files)
             .map(JobBody)
             .map_err(|e| ApiError::from(ServiceError::Invalid(e)))
     }

@@ -10,7 +10,7 @@ use axum::{Extension, Json};
 use vacal_core::JobService;
 
 use crate::error::{error_body, error_json, ApiError};
-use crate::extract::{JobBody, JsonObject, Params, PathId};
+use crate::extract::{JobBody, JsonObject, Params, PathId, Upload};
 use crate::schema::*;
 
 type Service = State<Arc<JobService>>;
@@ -61,6 +61,29 @@ pub async fn openapi_json(Extension(doc): Extension<OpenApiJson>) -> Response {
     ))]
 pub async fn create_job(State(s): Service, JobBody(body): JobBody) -> Typed<JobCreatedResponse> {
     Ok(Json(s.create_job(&body).await?))
+}
+
+/// Checks a request (JSON or an upload) without running it: per algorithm the data read, the
+/// causes that will not be calibrated and why, the resolved settings and the warnings known
+/// before sampling. Invalid requests are a 200 with `valid: false` and their errors.
+#[utoipa::path(post, path = "/api/v1/validate", tag = "jobs",
+    request_body(content(
+        (CalibrationJobRequest = "application/json"),
+        (CalibrationUpload = "multipart/form-data"),
+    )),
+    responses(
+        (status = 200, description = "The preview", body = ValidationPreview),
+        (status = 400, description = "Body missing, not JSON, or not an object", body = ErrorResponse),
+        (status = 413, description = "Body larger than MAX_REQUEST_BYTES", body = ErrorResponse),
+        (status = 415, description = "Content-Type is neither JSON nor multipart/form-data", body = ErrorResponse),
+        (status = 422, description = "A multipart body with an unknown part or a request part that is not a JSON object", body = ErrorResponse),
+    ))]
+pub async fn validate(State(s): Service, upload: Upload) -> Json<ValidationPreview> {
+    Json(vacal_core::preview::preview(
+        upload.request,
+        &upload.files,
+        s.config(),
+    ))
 }
 
 /// Status, progress, metadata and logs of a job.

@@ -27,7 +27,7 @@ pub use error::ApiError;
 
 /// Every route of the API, as `(method, path)` in axum's syntax. The router below serves
 /// exactly these, and the OpenAPI document lists exactly these (tested).
-pub const ROUTES: [(&str, &str); 22] = [
+pub const ROUTES: [(&str, &str); 23] = [
     ("GET", "/"),
     ("GET", "/api/v1/openapi.json"),
     ("POST", "/api/v1/calibrate/async"),
@@ -50,6 +50,7 @@ pub const ROUTES: [(&str, &str); 22] = [
     ("POST", "/api/v1/jobs/retry/{job_id}"),
     ("GET", "/api/v1/reference"),
     ("GET", "/api/v1/reference/cause-map/{age_group}"),
+    ("POST", "/api/v1/validate"),
 ];
 
 /// The OpenAPI document of a router built with this configuration, as JSON.
@@ -110,6 +111,7 @@ pub fn router(service: Arc<JobService>) -> Router {
         .route("/api/v1/jobs/clear/all", delete(handlers::delete_all))
         .route("/api/v1/jobs/retry/{job_id}", post(handlers::retry_job))
         .route("/api/v1/reference", get(handlers::reference))
+        .route("/api/v1/validate", post(handlers::validate))
         .route(
             "/api/v1/reference/cause-map/{age_group}",
             get(handlers::cause_map),

@@ -39,6 +39,7 @@ use crate::handlers;
         handlers::retry_job,
         handlers::reference,
         handlers::cause_map,
+        handlers::validate,
     ),
     components(schemas(
         crate::schema::ErrorResponse,

@@ -85,6 +85,7 @@ async fn the_document_and_the_router_have_the_same_routes() {
         ("POST", "/api/v1/jobs/retry/{job_id}"),
         ("GET", "/api/v1/reference"),
         ("GET", "/api/v1/reference/cause-map/{age_group}"),
+        ("POST", "/api/v1/validate"),
     ]
     .iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))
