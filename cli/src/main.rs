@@ -1,6 +1,7 @@
 //! `vacal`: calibrate verbal-autopsy CSMFs from the command line.
 
 mod calibrate_cmd;
+mod client;
 mod serve;
 
 use std::process::ExitCode;
@@ -16,6 +17,8 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    connection: client::Connection,
 }
 
 #[derive(Subcommand)]
@@ -24,6 +27,8 @@ enum Command {
     Calibrate(calibrate_cmd::CalibrateArgs),
     /// Serve the job API with workers and the janitor, on an embedded SQLite store.
     Serve(serve::ServeArgs),
+    #[command(flatten)]
+    Client(client::ClientCommand),
 }
 
 fn main() -> ExitCode {
@@ -31,5 +36,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Calibrate(args) => calibrate_cmd::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Client(command) => client::run(command, cli.connection),
     }
 }
