@@ -855,6 +855,78 @@ fn calibrate_prepared(
     })
 }
 
+/// The ensemble fit of a request exactly as [`calibrate`] sets it up (same preparation, same
+/// path-correction stream), for the reference tools that sample it another way.
+#[cfg(any(test, feature = "reference-tools"))]
+pub(crate) struct EnsembleModel {
+    pub(crate) causes: Vec<String>,
+    pub(crate) spec: ModelSpec,
+    /// The causes the spec's `p` runs over (all of them for prior types, S_ens for fixed).
+    pub(crate) sampled_idx: Vec<usize>,
+    /// S_ens, the causes the ensemble calibrates.
+    pub(crate) s_idx: Vec<usize>,
+    /// The pooled uncalibrated CSMF.
+    pub(crate) pu: Vec<f64>,
+}
+
+#[cfg(any(test, feature = "reference-tools"))]
+impl EnsembleModel {
+    pub(crate) fn of(request: &CalibrationRequest) -> Result<Self, EngineError> {
+        let prepared = prepare(request)?;
+        let (pu, _, s_idx) = ensemble_inputs(&prepared);
+        if !prepared.ensemble || s_idx.len() < 2 {
+            return Err(EngineError::Sampler(
+                "the request has no calibrated ensemble".into(),
+            ));
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(request.mcmc.seed, u64::MAX));
+        let corrected = (0..prepared.algorithms.len())
+            .map(|k| path_correct(&prepared, k, request.path_correction, &mut rng))
+            .collect::<Result<Vec<_>, _>>()?;
+        let spec = ensemble_spec(&prepared, &corrected, &pu, &s_idx);
+        let sampled_idx = if prepared.mmat_type == MmatType::Fixed {
+            s_idx.clone()
+        } else {
+            (0..prepared.causes.len()).collect()
+        };
+        Ok(Self {
+            causes: prepared.causes.clone(),
+            spec,
+            sampled_idx,
+            s_idx,
+            pu,
+        })
+    }
+
+    /// The calibrated ensemble mean that [`calibrate`] reports for these draws of the spec's
+    /// `p` (§8.1 through the same `restrict` and `summarise`).
+    pub(crate) fn reported_mean(&self, samples: &Samples) -> Vec<f64> {
+        let samples = restrict(samples, &self.sampled_idx, &self.s_idx);
+        summarise(&samples, &self.s_idx, &self.pu).mean
+    }
+
+    /// One draw of the spec's `p` as the reported calibrated CSMF over all causes.
+    pub(crate) fn reported_draw(&self, p: &[f64]) -> Vec<f64> {
+        let d: f64 = self.s_idx.iter().map(|&j| self.pu[j]).sum();
+        let pos: Vec<usize> = self
+            .s_idx
+            .iter()
+            .map(|j| {
+                self.sampled_idx
+                    .iter()
+                    .position(|x| x == j)
+                    .expect("sampled")
+            })
+            .collect();
+        let total: f64 = pos.iter().map(|&k| p[k]).sum();
+        let mut out = self.pu.clone();
+        for (&j, &k) in self.s_idx.iter().zip(&pos) {
+            out[j] = d * p[k] / total;
+        }
+        out
+    }
+}
+
 /// Keeps, from draws over the causes `sampled_idx`, the coordinates of `keep_idx` (a subset).
 fn restrict(samples: &Samples, sampled_idx: &[usize], keep_idx: &[usize]) -> Samples {
     let pos: Vec<usize> = keep_idx

@@ -144,7 +144,7 @@ impl PreparedTerm {
 
 /// The model in the form the sweeps use, validated once and shared by all chains.
 #[derive(Debug)]
-struct Prepared {
+pub(crate) struct Prepared {
     p_prior: Vec<f64>,
     terms: Vec<PreparedTerm>,
     /// Largest number of candidates of any column (scratch size).
@@ -152,7 +152,7 @@ struct Prepared {
 }
 
 impl Prepared {
-    fn new(spec: &ModelSpec) -> Result<Self, SamplerError> {
+    pub(crate) fn new(spec: &ModelSpec) -> Result<Self, SamplerError> {
         let d = spec.dim();
         if d < 2 {
             return Err(failed(format!("the CSMF needs at least 2 causes, got {d}")));
@@ -312,8 +312,11 @@ fn prepare_dirichlet(
 }
 
 /// Per-chain state and scratch, all allocated before the first sweep.
-struct ChainState {
-    p: Vec<f64>,
+///
+/// The Markov state is `(p, matrices)` alone: a sweep re-draws every allocation from them
+/// before using any, so the allocations and scratch carry nothing from one sweep to the next.
+pub(crate) struct ChainState {
+    pub(crate) p: Vec<f64>,
     /// Current matrix of each term (see `PreparedTerm::storage_len`).
     matrices: Vec<Vec<f64>>,
     /// Allocation counts of each Dirichlet term, laid out like its matrix.
@@ -327,7 +330,7 @@ struct ChainState {
 }
 
 impl ChainState {
-    fn new(model: &Prepared) -> Self {
+    pub(crate) fn new(model: &Prepared) -> Self {
         let d = model.p_prior.len();
         let widest = model
             .terms
@@ -362,7 +365,11 @@ impl ChainState {
         }
     }
 
-    fn sweep<R: Rng>(&mut self, model: &Prepared, rng: &mut R) -> Result<(), SamplerError> {
+    pub(crate) fn sweep<R: Rng>(
+        &mut self,
+        model: &Prepared,
+        rng: &mut R,
+    ) -> Result<(), SamplerError> {
         self.totals.iter_mut().for_each(|t| *t = 0.0);
 
         // 1. Allocation of every death to a true cause.
@@ -454,6 +461,45 @@ impl ChainState {
             return Err(failed("non-finite CSMF draw"));
         }
         Ok(())
+    }
+}
+
+/// Only the reference tools (tempering, which needs likelihood ratios) use this.
+#[cfg(any(test, feature = "reference-tools"))]
+impl Prepared {
+    /// The observed-data log-likelihood of the state `(p, matrices)` under this model's counts,
+    /// without the multinomial coefficients: `Σ_k Σ_j a[k, j] ln (M_kᵀ p)_j`.
+    pub(crate) fn log_likelihood(&self, state: &ChainState) -> f64 {
+        let mut total = 0.0;
+        for (term, matrix) in self.terms.iter().zip(&state.matrices) {
+            let dirichlet = matches!(term.kind, TermKind::Dirichlet { .. });
+            for col in &term.columns {
+                let cands = &term.candidates[col.first..col.first + col.len];
+                let q: f64 = if dirichlet && !col.tracked {
+                    // A VA cause outside S_k: its identity row makes P(VA cause j) = p_j
+                    // (the candidate's entry is a placeholder).
+                    state.p[cands[0].cause]
+                } else {
+                    cands
+                        .iter()
+                        .map(|c| state.p[c.cause] * matrix[c.entry])
+                        .sum()
+                };
+                total += col.count as f64 * q.ln();
+            }
+        }
+        total
+    }
+}
+
+/// Only the reference tools (tempering, which exchanges states between replicas) use this.
+#[cfg(any(test, feature = "reference-tools"))]
+impl ChainState {
+    /// Exchanges the Markov states `(p, matrices)` of two chains of models with the same
+    /// structure; each keeps its scratch, which is sized for its own model's counts.
+    pub(crate) fn swap_state(&mut self, other: &mut ChainState) {
+        std::mem::swap(&mut self.p, &mut other.p);
+        std::mem::swap(&mut self.matrices, &mut other.matrices);
     }
 }
 

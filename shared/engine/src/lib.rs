@@ -9,6 +9,9 @@
 //! the bundled CHAMPS data (`data`), the preparation of inputs into counts (`prepare`, which
 //! the service runs to validate a job before queueing it), MCMC settings and `diagnostics`.
 //! The model, the samplers, path correction and the numerics are private.
+//!
+//! With the `reference-tools` feature (off by default, never enabled by the service),
+//! `reference_tools` adds long-run reference computations for checking the samplers.
 
 mod calibrate;
 pub mod data;
@@ -23,6 +26,8 @@ mod numeric;
 mod nuts;
 mod pathcorr;
 pub mod prepare;
+#[cfg(any(test, feature = "reference-tools"))]
+pub mod reference_tools;
 pub mod request;
 #[cfg(test)]
 mod samplers_agree;
