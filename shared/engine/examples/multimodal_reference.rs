@@ -17,7 +17,8 @@ use serde_json::{json, Value};
 use vacal_core::request::parse_request;
 use vacal_engine::reference_tools::{ensemble_reference, TemperingSettings};
 
-const REQUEST: &str = r#"{"va_data":{"eava":"use_example","insilicova":"use_example","interva":"use_example"},"age_group":"neonate","country":"Kenya","path_correction":false,"mcmc":{"seed":1}}"#;
+/// The rules of 2.2, with which the stored fixture was made (before the 2.3.1 rules existed).
+const REQUEST: &str = r#"{"va_data":{"eava":"use_example","insilicova":"use_example","interva":"use_example"},"age_group":"neonate","country":"Kenya","path_correction":false,"rules":"2.2","mcmc":{"seed":1}}"#;
 
 const BASE_COMMAND: &str =
     "cargo run -p vacal-engine --features reference-tools --example multimodal_reference";

@@ -620,6 +620,7 @@ mod tests {
             age_group: Some(AgeGroup::Neonate),
             country: Some("Kenya".into()),
             path_correction: false,
+            rules: crate::request::Rules::V2_2,
             mcmc: McmcRequest::default(),
             ..CalibrationRequest::default()
         };

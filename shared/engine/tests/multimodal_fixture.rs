@@ -34,6 +34,7 @@ fn the_fixture_is_the_kenya_neonate_ensemble_without_path_correction() {
             "age_group": "neonate",
             "country": "Kenya",
             "path_correction": false,
+            "rules": "2.2",
             "mcmc": {"seed": 1}
         })
     );
