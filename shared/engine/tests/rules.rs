@@ -152,17 +152,20 @@ fn without_path_correction_there_is_none_to_report() {
 /// stand for the default ones.
 #[test]
 fn the_bundled_examples_do_not_stall_in_any_country() {
-    for age_group in ["neonate", "child"] {
-        for country in COUNTRIES.iter().copied().chain(["Nigeria"]) {
-            let result = calibration(json!({
-                "va_data": {"eava": "use_example", "insilicova": "use_example",
-                            "interva": "use_example"},
-                "age_group": age_group, "country": country,
-                "mcmc": {"n_mcmc": 200, "n_burn": 200},
-            }));
-            for (algorithm, pc) in result.algorithms.iter().zip(&result.path_correction) {
-                let pc = pc.unwrap_or_else(|| panic!("{age_group} {country} {algorithm}"));
-                assert!(!pc.stalled, "{age_group} {country} {algorithm}: {pc:?}");
+    for rules in ["2.3.1", "2.2"] {
+        for age_group in ["neonate", "child"] {
+            for country in COUNTRIES.iter().copied().chain(["Nigeria"]) {
+                let result = calibration(json!({
+                    "va_data": {"eava": "use_example", "insilicova": "use_example",
+                                "interva": "use_example"},
+                    "age_group": age_group, "country": country, "rules": rules,
+                    "mcmc": {"n_mcmc": 200, "n_burn": 200},
+                }));
+                for (algorithm, pc) in result.algorithms.iter().zip(&result.path_correction) {
+                    let at = format!("{rules} {age_group} {country} {algorithm}");
+                    let pc = pc.unwrap_or_else(|| panic!("{at}"));
+                    assert!(!pc.stalled, "{at}: {pc:?}");
+                }
             }
         }
     }
