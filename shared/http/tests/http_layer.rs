@@ -143,6 +143,22 @@ async fn bodies_over_the_limit_are_413() {
         .await;
     r.assert_error(413);
     assert_common_headers(&r);
+    // An uploaded file counts towards the same limit, for jobs and previews.
+    let file = format!("ID,cause\n{}", "1,Prematurity\n".repeat(20));
+    let upload = format!(
+        "--b\r\nContent-Disposition: form-data; name=\"va_data.eava\"\r\n\r\n{file}\r\n--b--\r\n"
+    );
+    for path in ["/api/v1/calibrate/async", "/api/v1/validate"] {
+        let r = app
+            .request(
+                raw("POST", path)
+                    .header("content-type", "multipart/form-data; boundary=b")
+                    .body(Body::from(upload.clone()))
+                    .unwrap(),
+            )
+            .await;
+        r.assert_error(413);
+    }
     // Just under the limit is fine.
     assert_eq!(
         app.post("/api/v1/calibrate/async", "{}").await.status,
