@@ -26,6 +26,7 @@ pub mod prepare;
 pub mod request;
 #[cfg(test)]
 mod samplers_agree;
+mod tempering;
 
 pub use calibrate::{
     calibrate, mcmc_settings, Calibration, Diagnostics, NoProgress, Progress, RowResult,
