@@ -549,7 +549,8 @@ pub struct Percentages {
 /// Convergence diagnostics of one MCMC fit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct FitDiagnostics {
-    /// `nuts`, `gibbs` or `independence`.
+    /// `nuts`, `gibbs`, `independence`, or `tempering` (parallel tempering, run when the
+    /// chains found different modes).
     pub sampler: String,
     /// Largest rank-normalised split R-hat over the calibrated causes; null when too few
     /// draws per chain to compute it.
@@ -565,6 +566,11 @@ pub struct FitDiagnostics {
     /// Retained draws over all chains.
     pub draws: u64,
     pub seconds: f64,
+    /// Causes whose posterior has several modes: the usual sampler's chains disagreed on them
+    /// and parallel tempering was run (`sampler` says whose draws are reported). Empty when
+    /// the chains agreed; results stored before this field have none.
+    #[serde(default)]
+    pub multimodal_causes: Vec<String>,
 }
 
 /// A map from row to `schema` or null (utoipa cannot derive a nullable map value).

@@ -19,7 +19,7 @@ fn finite(x: f64) -> Option<f64> {
     x.is_finite().then_some(x)
 }
 
-fn diagnostics(d: &Diagnostics) -> wire::FitDiagnostics {
+fn diagnostics(d: &Diagnostics, causes: &[String]) -> wire::FitDiagnostics {
     wire::FitDiagnostics {
         sampler: d.sampler.to_string(),
         max_rhat: finite(d.max_rhat),
@@ -28,6 +28,11 @@ fn diagnostics(d: &Diagnostics) -> wire::FitDiagnostics {
         max_treedepth_hits: d.max_depth_hits as u64,
         draws: d.draws as u64,
         seconds: d.seconds,
+        multimodal_causes: d
+            .multimodal_causes
+            .iter()
+            .map(|&j| causes[j].clone())
+            .collect(),
     }
 }
 
@@ -123,7 +128,11 @@ pub fn calibration_output(
             uncalibrated: by_row(rows, |r| amounts(&r.uncalibrated_percentage)),
             calibrated: by_row(rows, |r| amounts(&r.calibrated_percentage)),
         },
-        diagnostics: by_row(rows, |r| r.diagnostics.as_ref().map(diagnostics)),
+        diagnostics: by_row(rows, |r| {
+            r.diagnostics
+                .as_ref()
+                .map(|d| diagnostics(d, &calibration.causes))
+        }),
         warnings: calibration.warnings(),
         settings: resolved_settings(
             request,

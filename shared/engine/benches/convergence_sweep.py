@@ -15,7 +15,9 @@ Three kinds of request:
     python3 shared/engine/benches/convergence_sweep.py ./target/release/vacal counts 1 80
 
 Prints each request with warnings (or a failure other than a typed bad-request exit) and its
-warnings, then how many of the requests had them.
+warnings, then how many of the requests had them, and how many fits fell back to parallel
+tempering (diagnostics `sampler: tempering`: their chains had found different modes), listing
+those requests and whether they still carry an R-hat warning.
 """
 import json
 import random
@@ -87,6 +89,7 @@ else:
     draw = example_request if kind == "examples" else counts_request
     bodies = [draw() for _ in range(int(sys.argv[4]))]
 flagged = 0
+tempering = []  # (request shown, rows that fell back, whether an R-hat warning remains)
 for body in bodies:
     started = time.monotonic()
     run = subprocess.run([vacal, "calibrate", "--request", "-"], input=json.dumps(body),
@@ -101,8 +104,22 @@ for body in bodies:
         flagged += 1
         print(f"{seconds:6.2f} s  exit {run.returncode}: {run.stderr.strip()[:300]}\n  {shown}")
         continue
-    warnings = json.loads(run.stdout)["warnings"]
+    result = json.loads(run.stdout)
+    warnings = result["warnings"]
+    fell_back = [row for row, d in result.get("diagnostics", {}).items()
+                 if d and d.get("sampler") == "tempering"]
+    if fell_back:
+        rhat_warned = any(f"{row}: max R-hat" in w for row in fell_back for w in warnings)
+        tempering.append((shown, fell_back, rhat_warned))
+    elif any("several modes" in w for w in warnings):
+        # Detected, but the tempering fit was no better and the first fit was kept.
+        tempering.append((shown, ["(kept the usual sampler)"], True))
     if warnings:
         flagged += 1
         print(f"{seconds:6.2f} s  {shown}\n  " + "\n  ".join(warnings), flush=True)
 print(f"{flagged} of {len(bodies)} requests with warnings or failures")
+for shown, rows, rhat_warned in tempering:
+    print(f"tempering: {', '.join(rows)} of {shown}"
+          + ("  (still an R-hat warning)" if rhat_warned else ""))
+print(f"{len(tempering)} of {len(bodies)} requests fell back to parallel tempering, "
+      f"{sum(w for _, _, w in tempering)} of them still with an R-hat warning")

@@ -8,7 +8,7 @@ use std::time::Instant;
 use rand::rngs::ChaCha8Rng;
 use rand::SeedableRng;
 
-use crate::diagnostics::diagnose_samples;
+use crate::diagnostics::{diagnose_samples, SamplesDiagnostics};
 use crate::error::{panic_message, EngineError};
 use crate::gibbs::GibbsSampler;
 use crate::independence::{self, IndependenceSampler};
@@ -19,6 +19,7 @@ use crate::nuts::NutsSampler;
 use crate::pathcorr::{path_correct_dirichlet, path_correct_fixed};
 use crate::prepare::{prepare, NamedMatrix, Prepared};
 use crate::request::{CalibrationRequest, McmcRequest, MmatType, Rules, SamplerKind};
+use crate::tempering::{multimodal_coordinates, TemperingSampler};
 
 /// Receives progress and lets the caller stop a run. Called from the sampler's threads.
 pub trait Progress: Sync {
@@ -51,7 +52,7 @@ pub const ESS_PER_CHAIN_WARNING_BELOW: f64 = 100.0;
 /// Convergence diagnostics of one MCMC fit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Diagnostics {
-    /// The sampler that produced the draws: "nuts", "gibbs" or "independence".
+    /// The sampler that produced the draws: "nuts", "gibbs", "independence" or "tempering".
     pub sampler: &'static str,
     /// Largest rank-normalised split R-hat over the calibrated causes.
     pub max_rhat: f64,
@@ -64,6 +65,11 @@ pub struct Diagnostics {
     /// Chains the draws came from.
     pub chains: usize,
     pub seconds: f64,
+    /// Causes whose chains found different modes in the usual sampler's fit, after which
+    /// parallel tempering was run (its draws are reported when `sampler` is "tempering").
+    /// Indices into the calibration's causes (a sampler gives them in its own coordinates;
+    /// `calibrate` maps them). Empty when the chains agreed.
+    pub multimodal_causes: Vec<usize>,
 }
 
 impl Diagnostics {
@@ -177,15 +183,41 @@ impl Calibration {
             } else {
                 self.ensemble_stall_warning()
             };
+            let modes = row.diagnostics.as_ref().and_then(|d| self.modes_warning(d));
             let fit = row.diagnostics.iter().flat_map(Diagnostics::warnings);
             warnings.extend(
                 stall
                     .into_iter()
+                    .chain(modes)
                     .chain(fit)
                     .map(|w| format!("{}: {w}", row.name)),
             );
         }
         warnings
+    }
+
+    /// A posterior with several modes: which causes, and what was reported.
+    fn modes_warning(&self, d: &Diagnostics) -> Option<String> {
+        if d.multimodal_causes.is_empty() {
+            return None;
+        }
+        let names: Vec<&str> = d
+            .multimodal_causes
+            .iter()
+            .map(|&j| self.causes[j].as_str())
+            .collect();
+        let outcome = if d.sampler == "tempering" {
+            "parallel tempering was run to weigh the modes, and its draws are reported: the \
+             intervals span both modes"
+        } else {
+            "parallel tempering was run to weigh the modes but did not converge either, so the \
+             usual sampler's draws are reported: do not use this row as it is"
+        };
+        Some(format!(
+            "the posterior has several modes in {}: the usual sampler's chains each settled in \
+             one; {outcome}",
+            names.join(" and ")
+        ))
     }
 
     fn stalled(&self, k: usize) -> bool {
@@ -394,17 +426,67 @@ fn run_sampler(
     };
     let samples = chosen.sample(spec, &settings, &cancel)?;
     let diag = diagnose_samples(&samples);
-    let diagnostics = Diagnostics {
-        sampler: chosen.name(),
+    let multimodal = multimodal_coordinates(&samples, &diag);
+    let mut fit = (fit_diagnostics(chosen.name(), &samples, &diag), samples);
+    if !multimodal.is_empty() {
+        // The chains each found a different mode: parallel tempering moves between them and
+        // weighs them. Whatever sampler was asked for, even an explicit "gibbs": its chains
+        // disagreeing means its answer is wrong, and the diagnostics say which sampler the
+        // draws come from. Tempering makes NUTS moves, so it takes NUTS's thinning, not the
+        // Gibbs thinning `auto` adds.
+        let tempering = TemperingSampler::default();
+        let pt_settings = McmcSettings {
+            thin: mcmc_settings(mcmc, settings.seed).thin,
+            ..settings.clone()
+        };
+        let pt_samples = tempering.sample(spec, &pt_settings, &cancel)?;
+        let pt_diag = diagnose_samples(&pt_samples);
+        let pt_fit = (
+            fit_diagnostics(tempering.name(), &pt_samples, &pt_diag),
+            pt_samples,
+        );
+        if tempering_wins(&pt_fit.0, &fit.0) {
+            fit = pt_fit;
+        }
+        fit.0.multimodal_causes = multimodal;
+    }
+    fit.0.seconds = started.elapsed().as_secs_f64();
+    Ok((fit.1, fit.0))
+}
+
+/// The diagnostics of one sampler's draws (the run time is set by the caller).
+fn fit_diagnostics(
+    sampler: &'static str,
+    samples: &Samples,
+    diag: &SamplesDiagnostics,
+) -> Diagnostics {
+    Diagnostics {
+        sampler,
         max_rhat: diag.max_rhat,
         min_ess_bulk: diag.min_ess_bulk,
         divergences: samples.chains.iter().map(|c| c.divergences).sum(),
         max_depth_hits: samples.chains.iter().map(|c| c.max_depth_hits).sum(),
         draws: samples.chains.iter().map(|c| c.draws.len()).sum(),
         chains: samples.chains.len(),
-        seconds: started.elapsed().as_secs_f64(),
+        seconds: 0.0,
+        multimodal_causes: Vec::new(),
+    }
+}
+
+/// Whether the tempering fit replaces the first one: it converged (R-hat at most the warning
+/// threshold) with no fewer effective draws; failing that, whichever agrees better across its
+/// chains (an undefined R-hat counts as the worst).
+fn tempering_wins(tempering: &Diagnostics, first: &Diagnostics) -> bool {
+    let rhat = |d: &Diagnostics| {
+        if d.max_rhat.is_nan() {
+            f64::INFINITY
+        } else {
+            d.max_rhat
+        }
     };
-    Ok((samples, diagnostics))
+    let passes = rhat(tempering) <= RHAT_WARNING_ABOVE
+        && (first.min_ess_bulk.is_nan() || tempering.min_ess_bulk >= first.min_ess_bulk);
+    passes || rhat(tempering) < rhat(first)
 }
 
 /// Passes progress through and stops the other fits once one has failed.
@@ -785,7 +867,8 @@ fn calibrate_prepared(
             continue;
         };
         let s_idx: Vec<usize> = (0..c).filter(|&j| in_s[j]).collect();
-        let (samples, diagnostics) = take_fit(fit);
+        let (samples, mut diagnostics) = take_fit(fit);
+        to_causes(&mut diagnostics, &s_idx);
         let summary = summarise(&samples, &s_idx, pu);
         deaths_calibrated.push(calibrated_deaths(
             &prepared.deaths[k],
@@ -804,13 +887,14 @@ fn calibrate_prepared(
                 deaths_calibrated_ensemble = Some(prepared.deaths.clone());
             }
             Some(fit) => {
-                let (samples, diagnostics) = take_fit(fit);
+                let (samples, mut diagnostics) = take_fit(fit);
                 // Prior ensembles sample p over all causes; fixed ones over S_ens only.
                 let sampled_idx: Vec<usize> = if fixed {
                     s_idx.clone()
                 } else {
                     (0..c).collect()
                 };
+                to_causes(&mut diagnostics, &sampled_idx);
                 let samples = restrict(&samples, &sampled_idx, &s_idx);
                 let summary = summarise(&samples, &s_idx, &pu);
                 deaths_calibrated_ensemble = Some(
@@ -927,6 +1011,13 @@ impl EnsembleModel {
     }
 }
 
+/// A fit's multimodal coordinates as the causes they sample (`sampled_idx[coordinate]`).
+fn to_causes(diagnostics: &mut Diagnostics, sampled_idx: &[usize]) {
+    for j in &mut diagnostics.multimodal_causes {
+        *j = sampled_idx[*j];
+    }
+}
+
 /// Keeps, from draws over the causes `sampled_idx`, the coordinates of `keep_idx` (a subset).
 fn restrict(samples: &Samples, sampled_idx: &[usize], keep_idx: &[usize]) -> Samples {
     let pos: Vec<usize> = keep_idx
@@ -1034,6 +1125,7 @@ mod tests {
             draws: 5000,
             chains: 4,
             seconds: 0.1,
+            multimodal_causes: vec![],
         }
     }
 

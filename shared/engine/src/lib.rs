@@ -31,6 +31,7 @@ pub mod reference_tools;
 pub mod request;
 #[cfg(test)]
 mod samplers_agree;
+mod tempering;
 
 pub use calibrate::{
     calibrate, mcmc_settings, Calibration, Diagnostics, NoProgress, PathCorrection, Progress,

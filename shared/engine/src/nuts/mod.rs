@@ -27,7 +27,8 @@ use rand::rngs::ChaCha8Rng;
 use rand::SeedableRng;
 
 use self::adaptation::Adaptation;
-use self::trajectory::{Nuts, Point};
+use self::trajectory::Nuts;
+pub(crate) use self::trajectory::{Point, Transition};
 use crate::density::Posterior;
 use crate::mcmc::{
     run_chains, CancelCheck, ChainDraws, McmcSettings, Sampler, SamplerError, Samples,
@@ -35,7 +36,7 @@ use crate::mcmc::{
 use crate::model::ModelSpec;
 
 /// Iterations between two calls of the cancel check.
-const CANCEL_POLL: usize = 50;
+pub(crate) const CANCEL_POLL: usize = 50;
 /// Random initial positions tried before giving up (Stan also tries 100).
 const INIT_TRIES: usize = 100;
 /// An energy error above this ends the trajectory as divergent (Stan's `max_deltaH`).
@@ -97,11 +98,11 @@ struct Plan<'a> {
     cancel: CancelCheck<'a>,
 }
 
-fn failed(msg: impl std::fmt::Display) -> SamplerError {
+pub(crate) fn failed(msg: impl std::fmt::Display) -> SamplerError {
     SamplerError::Failed(msg.to_string())
 }
 
-fn validate(settings: &McmcSettings) -> Result<usize, SamplerError> {
+pub(crate) fn validate(settings: &McmcSettings) -> Result<usize, SamplerError> {
     if settings.chains == 0 {
         return Err(failed("chains must be at least 1"));
     }
@@ -148,14 +149,20 @@ fn run(
         run_chain(&plan, &posterior, c, stop)?.ok_or(SamplerError::Cancelled)
     })?;
     let (mut draws, stats): (Vec<ChainDraws>, _) = chains.into_iter().unzip();
+    restore_labels(&mut draws, &order);
+    Ok((Samples { chains: draws }, stats))
+}
+
+/// Puts draws made on a spec relabelled with `order` ([`ModelSpec::relabelled`]) back in the
+/// original cause order.
+pub(crate) fn restore_labels(chains: &mut [ChainDraws], order: &[usize]) {
     let mut restored = vec![0.0; order.len()];
-    for draw in draws.iter_mut().flat_map(|c| c.draws.iter_mut()) {
+    for draw in chains.iter_mut().flat_map(|c| c.draws.iter_mut()) {
         for (k, &cause) in order.iter().enumerate() {
             restored[cause] = draw[k];
         }
         draw.copy_from_slice(&restored);
     }
-    Ok((Samples { chains: draws }, stats))
 }
 
 /// The order in which the causes enter Stan's stick-breaking coordinates: ascending in their
@@ -164,11 +171,110 @@ fn run(
 /// cause early makes every later coordinate move with it. Over 18 fits and 8 seeds each this
 /// order gave 1.17 times the min bulk ESS (geometric mean), and 1.24–1.58 times on the child
 /// ensembles (BENCHMARKS.md, "Causes in ascending order for NUTS").
-fn stick_order(spec: &ModelSpec) -> Vec<usize> {
+pub(crate) fn stick_order(spec: &ModelSpec) -> Vec<usize> {
     let deaths = |j: usize| -> f64 { spec.terms.iter().map(|t| t.counts[j]).sum() };
     let mut order: Vec<usize> = (0..spec.dim()).collect();
     order.sort_by(|&a, &b| deaths(a).total_cmp(&deaths(b)));
     order
+}
+
+/// The NUTS state of one chain, advanced one iteration at a time: the position, the
+/// trajectory buffers, the warm-up adaptation and the chain's RNG. [`run_chain`] drives one per
+/// chain; parallel tempering drives one per replica and exchanges positions between them.
+pub(crate) struct NutsChain<'a> {
+    posterior: &'a Posterior,
+    /// The current position (with its log density and gradient under `posterior`).
+    pub(crate) state: Point,
+    nuts: Nuts<'a>,
+    adapt: Adaptation,
+    rng: ChaCha8Rng,
+    warmup: usize,
+    max_depth: usize,
+    /// Iterations done so far.
+    iteration: usize,
+}
+
+impl<'a> NutsChain<'a> {
+    /// Draws a random initial position with a finite density from `rng` and, if there is a
+    /// warm-up, a first step size. `c` only names the chain in errors.
+    pub(crate) fn start(
+        posterior: &'a Posterior,
+        settings: &McmcSettings,
+        mut rng: ChaCha8Rng,
+        c: usize,
+    ) -> Result<Self, SamplerError> {
+        let dim = posterior.dim();
+        let mut state = Point::new(dim);
+        let mut found = false;
+        for _ in 0..INIT_TRIES {
+            posterior.random_position(&mut rng, &mut state.q);
+            state.logp = posterior.logp_and_grad(&state.q, &mut state.g);
+            if state.logp.is_finite() && state.g.iter().all(|g| g.is_finite()) {
+                found = true;
+                break;
+            }
+        }
+        if !found {
+            return Err(failed(format!(
+                "chain {c}: no finite log posterior at {INIT_TRIES} random initial positions"
+            )));
+        }
+
+        let warmup = settings.warmup_per_chain;
+        let max_depth = settings.max_depth as usize;
+        let mut nuts = Nuts::new(posterior, dim, max_depth);
+        nuts.max_depth = max_depth.min(WARMUP_MAX_DEPTH as usize);
+        let mut adapt = Adaptation::new(warmup, dim, settings.target_accept);
+        if warmup > 0 {
+            nuts.step_size = nuts.find_reasonable_step_size(&state, 1.0, &mut rng);
+            adapt.step_size.restart(nuts.step_size);
+        }
+        Ok(NutsChain {
+            posterior,
+            state,
+            nuts,
+            adapt,
+            rng,
+            warmup,
+            max_depth,
+            iteration: 0,
+        })
+    }
+
+    /// One iteration: a transition from `state`, followed during warm-up by the adaptation.
+    pub(crate) fn step(&mut self) -> Transition {
+        let it = self.iteration;
+        self.iteration += 1;
+        if it == self.warmup {
+            self.nuts.max_depth = self.max_depth;
+        }
+        let transition = self.nuts.transition(&mut self.state, &mut self.rng);
+        if it < self.warmup {
+            let nuts = &mut self.nuts;
+            nuts.step_size = self.adapt.step_size.learn(transition.accept_stat);
+            if self.adapt.metric.learn(&self.state.q, &mut nuts.inv_metric) {
+                // A new metric: restart the step-size search from a sensible value (as Stan).
+                nuts.step_size =
+                    nuts.find_reasonable_step_size(&self.state, nuts.step_size, &mut self.rng);
+                self.adapt.step_size.restart(nuts.step_size);
+            }
+            if it + 1 == self.warmup {
+                nuts.step_size = self.adapt.step_size.final_step_size();
+            }
+        }
+        transition
+    }
+
+    pub(crate) fn step_size(&self) -> f64 {
+        self.nuts.step_size
+    }
+
+    /// The CSMF `p` at the current position.
+    pub(crate) fn p(&self) -> Vec<f64> {
+        let mut p = vec![0.0; self.posterior.num_causes()];
+        self.posterior.p_from_position(&self.state.q, &mut p);
+        p
+    }
 }
 
 /// `Ok(None)`: stopped because another chain failed or was cancelled (`stop` is set).
@@ -179,37 +285,9 @@ fn run_chain(
     stop: &AtomicBool,
 ) -> Result<Option<(ChainDraws, ChainStats)>, SamplerError> {
     let settings = plan.settings;
-    let mut rng = ChaCha8Rng::seed_from_u64(settings.seed);
-    rng.set_stream(c as u64);
-
-    let dim = posterior.dim();
-    let d = posterior.num_causes();
-    let mut state = Point::new(dim);
-    let mut found = false;
-    for _ in 0..INIT_TRIES {
-        posterior.random_position(&mut rng, &mut state.q);
-        state.logp = posterior.logp_and_grad(&state.q, &mut state.g);
-        if state.logp.is_finite() && state.g.iter().all(|g| g.is_finite()) {
-            found = true;
-            break;
-        }
-    }
-    if !found {
-        return Err(failed(format!(
-            "chain {c}: no finite log posterior at {INIT_TRIES} random initial positions"
-        )));
-    }
-
+    let mut chain = NutsChain::start(posterior, settings, chain_rng(settings.seed, c as u64), c)?;
     let warmup = settings.warmup_per_chain;
-    let max_depth = settings.max_depth as usize;
-    let mut nuts = Nuts::new(posterior, dim, max_depth);
-    nuts.max_depth = max_depth.min(WARMUP_MAX_DEPTH as usize);
-    let mut adapt = Adaptation::new(warmup, dim, settings.target_accept);
-    if warmup > 0 {
-        nuts.step_size = nuts.find_reasonable_step_size(&state, 1.0, &mut rng);
-        adapt.step_size.restart(nuts.step_size);
-    }
-
+    let max_depth = chain.max_depth;
     let mut out = ChainDraws {
         draws: Vec::with_capacity(settings.draws_per_chain),
         divergences: 0,
@@ -225,22 +303,10 @@ fn run_chain(
                 return Err(SamplerError::Cancelled);
             }
         }
-        if it == warmup {
-            nuts.max_depth = max_depth;
-        }
-        let transition = nuts.transition(&mut state, &mut rng);
+        let transition = chain.step();
         if it < warmup {
             stats.warmup_leapfrog_steps += transition.leapfrog_steps;
             stats.warmup_max_depth = stats.warmup_max_depth.max(transition.depth);
-            nuts.step_size = adapt.step_size.learn(transition.accept_stat);
-            if adapt.metric.learn(&state.q, &mut nuts.inv_metric) {
-                // A new metric: restart the step-size search from a sensible value (as Stan).
-                nuts.step_size = nuts.find_reasonable_step_size(&state, nuts.step_size, &mut rng);
-                adapt.step_size.restart(nuts.step_size);
-            }
-            if it + 1 == warmup {
-                nuts.step_size = adapt.step_size.final_step_size();
-            }
             continue;
         }
         out.divergences += usize::from(transition.divergent);
@@ -248,14 +314,20 @@ fn run_chain(
         stats.iterations += 1;
         stats.leapfrog_steps += transition.leapfrog_steps;
         stats.max_depth = stats.max_depth.max(transition.depth);
-        stats.step_size = nuts.step_size;
+        stats.step_size = chain.step_size();
         if (it - warmup).is_multiple_of(settings.thin) {
-            let mut p = vec![0.0; d];
-            posterior.p_from_position(&state.q, &mut p);
-            out.draws.push(p);
+            out.draws.push(chain.p());
         }
     }
     Ok(Some((out, stats)))
+}
+
+/// The RNG of chain `stream` of a run seeded with `seed`: ChaCha8 on its own stream, so that
+/// chains are independent and do not depend on the threads that run them.
+pub(crate) fn chain_rng(seed: u64, stream: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(stream);
+    rng
 }
 
 #[cfg(test)]

@@ -11,15 +11,15 @@ use crate::density::{exp_nonpos, ln_normal, Posterior};
 
 /// A point in phase space: position, momentum, gradient and log density at the position.
 #[derive(Debug, Clone)]
-pub(super) struct Point {
-    pub(super) q: Vec<f64>,
+pub(crate) struct Point {
+    pub(crate) q: Vec<f64>,
     p: Vec<f64>,
-    pub(super) g: Vec<f64>,
-    pub(super) logp: f64,
+    pub(crate) g: Vec<f64>,
+    pub(crate) logp: f64,
 }
 
 impl Point {
-    pub(super) fn new(dim: usize) -> Self {
+    pub(crate) fn new(dim: usize) -> Self {
         Point {
             q: vec![0.0; dim],
             p: vec![0.0; dim],
@@ -111,11 +111,11 @@ impl Ends {
 
 /// What one transition did.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Transition {
-    pub(super) accept_stat: f64,
-    pub(super) leapfrog_steps: u64,
-    pub(super) depth: usize,
-    pub(super) divergent: bool,
+pub(crate) struct Transition {
+    pub(crate) accept_stat: f64,
+    pub(crate) leapfrog_steps: u64,
+    pub(crate) depth: usize,
+    pub(crate) divergent: bool,
 }
 
 /// The no-U-turn sampler with a diagonal metric for one chain.
