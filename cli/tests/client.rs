@@ -1,6 +1,6 @@
 //! The `vacal` client against a `vacal serve` it starts: each command and each exit code.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Output, Stdio};
 
 struct Served {
@@ -154,4 +154,44 @@ fn every_command_and_exit_code() {
 
     // 5: nothing answers.
     assert_eq!(code(&vacal("http://127.0.0.1:9", &["status", &job])), 5);
+}
+
+/// Answers every request with `status` as JSON: a server whose job has failed.
+fn stand_in(status: serde_json::Value) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let body = status.to_string();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+#[test]
+fn a_failed_job_exits_with_1() {
+    let served = serve();
+    let job = stdout(&vacal(&served.url, &["submit", "--example", "eava"]))
+        .trim()
+        .to_string();
+    assert_eq!(code(&vacal(&served.url, &["wait", &job])), 0);
+    // The status of a finished job, as the server words it, turned into a failure.
+    let mut status: serde_json::Value =
+        serde_json::from_slice(&vacal(&served.url, &["status", &job, "--json"]).stdout).unwrap();
+    status["status"] = "failed".into();
+    status["error_details"] = serde_json::json!({
+        "error_type": "CalibrationError", "error_message": "sampler failed: boom", "traceback": null
+    });
+    let url = stand_in(status);
+    let waited = vacal(&url, &["wait", &job]);
+    assert_eq!(code(&waited), 1);
+    assert!(String::from_utf8_lossy(&waited.stderr).contains("failed: sampler failed: boom"));
 }
