@@ -644,25 +644,21 @@ pub fn files_upload_like_json_bodies(s: &dyn Api) {
     // The EAVA example's counts (neonate) as a counts file and a long file.
     let counts = "cause;deaths\ncongenital_malformation;44\npneumonia;168\n\
                   sepsis_meningitis_inf;267\nipre;268\nother;29\nprematurity;164\n";
-    let mut long = String::from("ID,cause\r\n");
-    let names = [
-        "Congenital malformation",
-        "Neonatal pneumonia",
-        "Neonatal sepsis",
-        "Birth asphyxia",
-        "Other and unspecified neonatal CoD",
-        "Prematurity",
-    ];
-    let deaths = [44, 168, 267, 268, 29, 164];
-    let mut id = 0;
-    for (name, n) in names.iter().zip(deaths) {
-        for _ in 0..n {
-            id += 1;
-            long.push_str(&format!("d{id},{name}\r\n"));
+    // The bundled COMSA output itself, with its original labels and Unspecified rows.
+    let long = include_str!("../../examples/comsa_eava_neonate.csv");
+    // One 0/1 row per death, in columns of another order, tab separated.
+    let mut wide = String::from(
+        "ID\tprematurity\tipre\tother\tsepsis_meningitis_inf\tpneumonia\tcongenital_malformation\n",
+    );
+    for (column, n) in [164, 268, 29, 267, 168, 44].into_iter().enumerate() {
+        for i in 0..n {
+            let row: Vec<&str> = (0..6)
+                .map(|c| if c == column { "1" } else { "0" })
+                .collect();
+            wide.push_str(&format!("w{column}_{i}\t{}\n", row.join("\t")));
         }
     }
-    long.push_str("u1,Unspecified\r\n");
-    for file in [counts, long.as_str()] {
+    for file in [counts, long, wide.as_str()] {
         let (status, created) = post_multipart(
             s,
             &[("request", &setting.to_string()), ("va_data.eava", file)],
@@ -715,12 +711,12 @@ pub fn files_upload_like_json_bodies(s: &dyn Api) {
         assert_eq!(status, 200, "{v}");
         v
     };
-    let p = validate(&[("request", &setting.to_string()), ("va_data.eava", &long)]);
+    let p = validate(&[("request", &setting.to_string()), ("va_data.eava", long)]);
     assert_eq!(p["valid"], true, "{p}");
     let eava = &p["algorithms"]["eava"];
     assert_eq!(eava["form"], "long");
     assert_eq!(eava["deaths"], 940);
-    assert_eq!(eava["unspecified_dropped"], 1);
+    assert_eq!(eava["unspecified_dropped"], 250);
     assert_eq!(eava["counts"]["ipre"], 268);
     assert_eq!(eava["not_calibrated"]["other"], "donotcalib");
     assert_eq!(p["settings"]["country"], "Mozambique");

@@ -75,12 +75,19 @@ pub fn preview(
         let mut not_calibrated = IndexMap::new();
         for (j, cause) in prepared.causes.iter().enumerate() {
             if !prepared.donotcalib_tomodel[k][j] {
-                if deaths[j] < RARE_SHARE * total && rules == Rules::V2_2 {
+                if deaths[j] < RARE_SHARE * total {
+                    // 2.3.1's learn screen leaves such causes out; with its fixed screening
+                    // (or under 2.2) they stay in.
+                    let or_rules = if rules == Rules::V2_2 {
+                        ", or use \"rules\": \"2.3.1\""
+                    } else {
+                        ""
+                    };
                     preview.warnings.push(format!(
                         "{algorithm}: {cause} has {} of {total} deaths (under 1%) and will be \
                          calibrated: the path correction may stall (λ at 0.99), leaving the \
                          CSMF uncalibrated with too narrow an interval; leave it out with \
-                         donotcalib, or use \"rules\": \"2.3.1\"",
+                         donotcalib{or_rules}",
                         deaths[j]
                     ));
                 }
@@ -187,6 +194,20 @@ mod tests {
         assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
         assert!(
             p.warnings[0].starts_with("eava: pneumonia has 0 of 772 deaths"),
+            "{:?}",
+            p.warnings
+        );
+    }
+
+    #[test]
+    fn under_2_3_1_with_fixed_screening_a_rare_cause_is_warned_about_too() {
+        let p = of(
+            json!({"va_data": {"eava": [44, 0, 267, 268, 29, 164]}, "donotcalib_type": "fixed"}),
+            &[],
+        );
+        assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+        assert!(
+            p.warnings[0].ends_with("leave it out with donotcalib"),
             "{:?}",
             p.warnings
         );
