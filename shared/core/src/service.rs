@@ -262,6 +262,14 @@ impl JobService {
             .ok_or_else(|| ServiceError::NotFound(format!("Job {job_id} not found")))
     }
 
+    async fn existing_batch(&self, batch_id: &str, now: DateTime<Utc>) -> ServiceResult<Batch> {
+        self.ports
+            .store
+            .get_batch(batch_id, now)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("Batch {batch_id} not found")))
+    }
+
     /// GET /api/v1/calibrate/{job_id}/status
     pub async fn job_status(
         &self,
@@ -387,12 +395,7 @@ impl JobService {
         batch_id: &str,
     ) -> ServiceResult<Vec<(String, wire::CalibrationOutput)>> {
         let now = self.now();
-        let batch = self
-            .ports
-            .store
-            .get_batch(batch_id, now)
-            .await?
-            .ok_or_else(|| ServiceError::NotFound(format!("Batch {batch_id} not found")))?;
+        let batch = self.existing_batch(batch_id, now).await?;
         let mut outputs = Vec::new();
         for id in &batch.job_ids {
             let Some(job) = self.ports.store.get_job(id, now).await? else {
@@ -654,12 +657,7 @@ impl JobService {
     /// GET /api/v1/calibrate/batch/{batch_id}/status
     pub async fn batch_status(&self, batch_id: &str) -> ServiceResult<wire::BatchStatusResponse> {
         let now = self.now();
-        let batch = self
-            .ports
-            .store
-            .get_batch(batch_id, now)
-            .await?
-            .ok_or_else(|| ServiceError::NotFound(format!("Batch {batch_id} not found")))?;
+        let batch = self.existing_batch(batch_id, now).await?;
         let mut statuses = Vec::with_capacity(batch.job_ids.len());
         let mut items = Vec::with_capacity(batch.job_ids.len());
         for id in &batch.job_ids {

@@ -25,8 +25,8 @@ import subprocess
 import sys
 import time
 
-vacal, kind = sys.argv[1], sys.argv[2]
-rng = random.Random(int(sys.argv[3]))
+# Seeded from the command line in main(); other scripts (stall_sweep.py) seed it themselves.
+rng = random.Random(0)
 ALGORITHMS = ["eava", "insilicova", "interva"]
 COUNTRIES = ["Mozambique", "Kenya", "Bangladesh", "Mali", "South Africa", "Ethiopia",
              "Sierra Leone", "Nigeria"]
@@ -83,43 +83,50 @@ def default_requests(seeds):
                                "path_correction": path_correction, "mcmc": {"seed": seed}}
 
 
-if kind == "defaults":
-    bodies = list(default_requests(int(sys.argv[3])))
-else:
-    draw = example_request if kind == "examples" else counts_request
-    bodies = [draw() for _ in range(int(sys.argv[4]))]
-flagged = 0
-tempering = []  # (request shown, rows that fell back, whether an R-hat warning remains)
-for body in bodies:
-    started = time.monotonic()
-    run = subprocess.run([vacal, "calibrate", "--request", "-"], input=json.dumps(body),
-                         capture_output=True, text=True)
-    seconds = time.monotonic() - started
-    shown = json.dumps(body if kind == "counts" else {k: v for k, v in body.items()
-                                                      if k != "va_data"}
-                       | {"algorithms": list(body["va_data"])})
-    if run.returncode == 2:  # a typed bad-request error: the request was refused, as it should
-        continue
-    if run.returncode != 0:
-        flagged += 1
-        print(f"{seconds:6.2f} s  exit {run.returncode}: {run.stderr.strip()[:300]}\n  {shown}")
-        continue
-    result = json.loads(run.stdout)
-    warnings = result["warnings"]
-    fell_back = [row for row, d in result.get("diagnostics", {}).items()
-                 if d and d.get("sampler") == "tempering"]
-    if fell_back:
-        rhat_warned = any(f"{row}: max R-hat" in w for row in fell_back for w in warnings)
-        tempering.append((shown, fell_back, rhat_warned))
-    elif any("several modes" in w for w in warnings):
-        # Detected, but the tempering fit was no better and the first fit was kept.
-        tempering.append((shown, ["(kept the usual sampler)"], True))
-    if warnings:
-        flagged += 1
-        print(f"{seconds:6.2f} s  {shown}\n  " + "\n  ".join(warnings), flush=True)
-print(f"{flagged} of {len(bodies)} requests with warnings or failures")
-for shown, rows, rhat_warned in tempering:
-    print(f"tempering: {', '.join(rows)} of {shown}"
-          + ("  (still an R-hat warning)" if rhat_warned else ""))
-print(f"{len(tempering)} of {len(bodies)} requests fell back to parallel tempering, "
-      f"{sum(w for _, _, w in tempering)} of them still with an R-hat warning")
+def main():
+    vacal, kind = sys.argv[1], sys.argv[2]
+    rng.seed(int(sys.argv[3]))
+    if kind == "defaults":
+        bodies = list(default_requests(int(sys.argv[3])))
+    else:
+        draw = example_request if kind == "examples" else counts_request
+        bodies = [draw() for _ in range(int(sys.argv[4]))]
+    flagged = 0
+    tempering = []  # (request shown, rows that fell back, whether an R-hat warning remains)
+    for body in bodies:
+        started = time.monotonic()
+        run = subprocess.run([vacal, "calibrate", "--request", "-"], input=json.dumps(body),
+                             capture_output=True, text=True)
+        seconds = time.monotonic() - started
+        shown = json.dumps(body if kind == "counts" else {k: v for k, v in body.items()
+                                                          if k != "va_data"}
+                           | {"algorithms": list(body["va_data"])})
+        if run.returncode == 2:  # a typed bad-request error: the request was refused, as it should
+            continue
+        if run.returncode != 0:
+            flagged += 1
+            print(f"{seconds:6.2f} s  exit {run.returncode}: {run.stderr.strip()[:300]}\n  {shown}")
+            continue
+        result = json.loads(run.stdout)
+        warnings = result["warnings"]
+        fell_back = [row for row, d in result.get("diagnostics", {}).items()
+                     if d and d.get("sampler") == "tempering"]
+        if fell_back:
+            rhat_warned = any(f"{row}: max R-hat" in w for row in fell_back for w in warnings)
+            tempering.append((shown, fell_back, rhat_warned))
+        elif any("several modes" in w for w in warnings):
+            # Detected, but the tempering fit was no better and the first fit was kept.
+            tempering.append((shown, ["(kept the usual sampler)"], True))
+        if warnings:
+            flagged += 1
+            print(f"{seconds:6.2f} s  {shown}\n  " + "\n  ".join(warnings), flush=True)
+    print(f"{flagged} of {len(bodies)} requests with warnings or failures")
+    for shown, rows, rhat_warned in tempering:
+        print(f"tempering: {', '.join(rows)} of {shown}"
+              + ("  (still an R-hat warning)" if rhat_warned else ""))
+    print(f"{len(tempering)} of {len(bodies)} requests fell back to parallel tempering, "
+          f"{sum(w for _, _, w in tempering)} of them still with an R-hat warning")
+
+
+if __name__ == "__main__":
+    main()

@@ -9,29 +9,24 @@ path correction stalled (λ at the top of its grid) and the requests with a stal
 The bundled examples never stall (`cargo test -p vacal-engine --test rules`).
 """
 import json
-import random
+import os
 import subprocess
 import sys
 
-vacal, rng, n = sys.argv[1], random.Random(int(sys.argv[2])), int(sys.argv[3])
-ALGORITHMS = ["eava", "insilicova", "interva"]
-COUNTRIES = ["Mozambique", "Kenya", "Bangladesh", "Mali", "South Africa", "Ethiopia",
-             "Sierra Leone", "Nigeria"]
-CAUSES = {"neonate": 6, "child": 9}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import convergence_sweep as sweep  # noqa: E402  (its random counts requests)
+
+vacal, n = sys.argv[1], int(sys.argv[3])
+sweep.rng.seed(int(sys.argv[2]))
 
 
 def counts_request():
-    age = rng.choice(["neonate", "child"])
-    algorithms = rng.choice([["eava"], ["insilicova"], ALGORITHMS, ["eava", "interva"]])
-    scale = rng.choice([1, 3, 10, 100, 1000, 100000])
-
-    def deaths():
-        return [rng.choice([0, 0, 1, rng.randint(0, scale)]) if rng.random() < 0.3
-                else rng.randint(0, scale) for _ in range(CAUSES[age])]
-
-    return {"va_data": {a: deaths() for a in algorithms}, "age_group": age,
-            "country": rng.choice(COUNTRIES), "mcmc": {"seed": rng.randint(1, 99),
-                                                       "n_mcmc": 1000, "n_burn": 1000}}
+    """The sweep's random counts, with prior matrices and path correction (where stalls are)."""
+    body = sweep.counts_request()
+    body["mmat_type"] = "prior"
+    body.pop("path_correction")
+    body["mcmc"] |= {"n_mcmc": 1000, "n_burn": 1000}
+    return body
 
 
 totals = {rules: {"fits": 0, "stalled": 0, "warned": 0, "refused": 0} for rules in ["2.2", "2.3.1"]}

@@ -140,6 +140,21 @@ where
     Ok(chains)
 }
 
+/// Settings for samplers' unit tests: `chains` chains of `warmup` + `draws` iterations.
+#[cfg(test)]
+pub(crate) fn test_settings(chains: usize, warmup: usize, draws: usize, seed: u64) -> McmcSettings {
+    McmcSettings {
+        chains,
+        warmup_per_chain: warmup,
+        draws_per_chain: draws,
+        thin: 1,
+        seed,
+        target_accept: 0.9,
+        max_depth: 10,
+        threads: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -105,16 +105,7 @@ fn fused_leaf_and_merge_match_the_separate_passes() {
 }
 
 fn settings(chains: usize, warmup: usize, draws: usize, seed: u64) -> McmcSettings {
-    McmcSettings {
-        chains,
-        warmup_per_chain: warmup,
-        draws_per_chain: draws,
-        thin: 1,
-        seed,
-        target_accept: 0.9,
-        max_depth: 10,
-        threads: None,
-    }
+    crate::mcmc::test_settings(chains, warmup, draws, seed)
 }
 
 fn identity(d: usize) -> Vec<Vec<f64>> {

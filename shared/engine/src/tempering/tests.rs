@@ -7,16 +7,11 @@ fn never() -> bool {
     false
 }
 
+/// Two threads, whatever the machine: the tests compare thread counts.
 fn settings(chains: usize, warmup: usize, draws: usize, seed: u64) -> McmcSettings {
     McmcSettings {
-        chains,
-        warmup_per_chain: warmup,
-        draws_per_chain: draws,
-        thin: 1,
-        seed,
-        target_accept: 0.9,
-        max_depth: 10,
         threads: Some(2),
+        ..crate::mcmc::test_settings(chains, warmup, draws, seed)
     }
 }
 
