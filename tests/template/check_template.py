@@ -322,7 +322,12 @@ def check_events(queues: dict[str, str], routes) -> None:
                         continue
                 check(ev.get("headers", {}).get("content-length") == str(len(body.encode())),
                       f"events/{name}: content-length header does not match the body")
-                if "invalid" not in name:
+                content_type = ev.get("headers", {}).get("content-type", "")
+                if content_type.startswith("multipart/form-data"):
+                    boundary = content_type.partition("boundary=")[2]
+                    check(bool(boundary) and body.rstrip().endswith(f"--{boundary}--"),
+                          f"events/{name}: multipart body does not end with its boundary")
+                elif "invalid" not in name:
                     try:
                         json.loads(body)
                     except ValueError:

@@ -191,6 +191,24 @@ async fn create_with_a_base64_body_and_no_content_type_then_status() {
 }
 
 #[tokio::test]
+async fn an_uploaded_file_arrives_base64_encoded_and_is_read() {
+    let api = Api::new();
+    let event = shipped!("api-validate-upload.json");
+    assert_eq!(event["isBase64Encoded"], true);
+    let (status, preview) = api.send(&event).await;
+    assert_eq!(status, 200, "{preview}");
+    assert_eq!(preview["valid"], true, "{preview}");
+    let eava = &preview["algorithms"]["eava"];
+    assert_eq!(eava["form"], "long");
+    assert_eq!(eava["deaths"], 3);
+    assert_eq!(eava["unspecified_dropped"], 1);
+    assert_eq!(eava["counts"]["diarrhea"], 1);
+    let (status, reference) = api.send(&shipped!("api-reference-cause-map.json")).await;
+    assert_eq!(status, 200);
+    assert_eq!(reference["labels"]["diarrhea/dysentery"], "diarrhea");
+}
+
+#[tokio::test]
 async fn shipped_error_events_are_clear_4xx() {
     let api = Api::new();
     for (event, want) in [
