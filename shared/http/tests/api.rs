@@ -55,6 +55,12 @@ async fn a_job_runs_from_creation_to_result() {
         early.detail(),
         format!("Job {id} is not completed (status: pending)")
     );
+    // The result files answer as /result does while the job is not finished.
+    for file in ["result.csv", "plot.svg", "report.html"] {
+        let r = app.get(&format!("/api/v1/calibrate/{id}/{file}")).await;
+        r.assert_error(400);
+        assert_eq!(r.detail(), early.detail(), "{file}");
+    }
 
     app.run(&id).await;
 
@@ -466,6 +472,18 @@ async fn failed_jobs_have_results_and_can_be_retried() {
     };
     assert_eq!(f.status, "timeout");
     assert!(!f.error.is_empty());
+    // A timed-out job has no numbers to export.
+    for file in ["result.csv", "plot.svg", "report.html"] {
+        let r = app.get(&format!("/api/v1/calibrate/{id}/{file}")).await;
+        r.assert_error(409);
+        assert!(
+            r.detail().starts_with(&format!(
+                "Job {id} has no result to export (status: timeout)"
+            )),
+            "{file}: {}",
+            r.detail()
+        );
+    }
 
     let r = app
         .send(
