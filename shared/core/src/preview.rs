@@ -5,17 +5,14 @@
 use indexmap::IndexMap;
 use serde_json::{Map, Value};
 use vacal_contract as wire;
-use vacal_engine::prepare::{prepare, LEARN_BAND};
+use vacal_engine::prepare::{outside_learn_band, prepare};
 use vacal_engine::request::{DonotcalibType, Rules};
+use vacal_engine::STALL_SHARE_BELOW;
 
 use crate::result::resolved_settings;
 use crate::upload::{read_file, setting_of};
 use crate::validation::validate_job_request;
 use crate::Config;
-
-/// Calibrated causes with a smaller share of an algorithm's deaths can stall the path
-/// correction (the warning a run would give names them too).
-const RARE_SHARE: f64 = 0.01;
 
 /// The preview of a request given as a JSON body (`request`) and file parts.
 pub fn preview(
@@ -75,7 +72,8 @@ pub fn preview(
         let mut not_calibrated = IndexMap::new();
         for (j, cause) in prepared.causes.iter().enumerate() {
             if !prepared.donotcalib_tomodel[k][j] {
-                if deaths[j] < RARE_SHARE * total {
+                // The share below which a stall warning would name the cause.
+                if deaths[j] < STALL_SHARE_BELOW * total {
                     // 2.3.1's learn screen leaves such causes out; with its fixed screening
                     // (or under 2.2) they stay in.
                     let or_rules = if rules == Rules::V2_2 {
@@ -98,10 +96,7 @@ pub fn preview(
                 "donotcalib"
             } else if learn && rules == Rules::V2_3_1 && deaths[j] == 0.0 {
                 "zero deaths"
-            } else if learn
-                && rules == Rules::V2_3_1
-                && !(LEARN_BAND.0..=LEARN_BAND.1).contains(&share)
-            {
+            } else if learn && rules == Rules::V2_3_1 && outside_learn_band(share) {
                 "uncalibrated CSMF outside [0.01, 0.99] (2.3.1 rule)"
             } else {
                 "learn screen (the misclassification rates barely differ)"

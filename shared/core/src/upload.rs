@@ -12,6 +12,7 @@ use std::collections::HashMap;
 
 use serde_json::{json, Map, Value};
 use vacal_engine::data;
+use vacal_engine::prepare::LabelMap;
 use vacal_engine::request::Rules;
 use vacal_engine::AgeGroup;
 
@@ -281,40 +282,39 @@ fn long(
     rules: Rules,
     mut errors: Errors,
 ) -> Result<ReadFile, ValidationError> {
-    let map = data::cause_map(age_group);
-    let broad = &map.broad_causes;
-    let added = data::labels_added_in_2_3_1(age_group);
-    let label_of = |fields: &Vec<String>| fields[cause].to_lowercase();
-    let given: Vec<String> = body
-        .iter()
-        .map(|(_, f)| label_of(f))
-        .filter(|l| l != "unspecified")
-        .collect();
-    let all_broad = rules == Rules::V2_3_1 && given.iter().all(|l| broad.contains(l));
-    let known = |label: &str| {
-        all_broad
-            || map.lookup.contains_key(label)
-            || (rules == Rules::V2_3_1 && added.iter().any(|(l, _)| *l == label))
-    };
+    let labels: Vec<String> = body.iter().map(|(_, f)| f[cause].to_lowercase()).collect();
+    let is_unspecified = |label: &str| label == "unspecified";
+    let label_map = LabelMap::new(
+        age_group,
+        rules,
+        labels
+            .iter()
+            .map(String::as_str)
+            .filter(|l| !is_unspecified(l)),
+    );
     let mut first_seen = HashMap::new();
     let mut records = Vec::with_capacity(body.len());
     let mut unspecified = 0;
-    for (line, fields) in body {
+    for ((line, fields), label) in body.iter().zip(&labels) {
         check_id(&fields[id], *line, &mut first_seen, &mut errors);
-        let label = label_of(fields);
-        if label == "unspecified" {
+        if is_unspecified(label) {
             unspecified += 1;
-        } else if !known(&label) {
+        } else if label_map.broad_cause(label).is_none() {
+            let map = data::cause_map(age_group);
             let mut candidates: Vec<&str> = map.lookup.keys().map(String::as_str).collect();
             if rules == Rules::V2_3_1 {
-                candidates.extend(broad.iter().map(String::as_str));
-                candidates.extend(added.iter().map(|(l, _)| *l));
+                candidates.extend(map.broad_causes.iter().map(String::as_str));
+                candidates.extend(
+                    data::labels_added_in_2_3_1(age_group)
+                        .iter()
+                        .map(|(l, _)| *l),
+                );
             }
             errors.push(format!(
                 "line {line}: unknown cause '{}' for age group {}{}",
                 fields[cause],
                 age_group.as_str(),
-                suggestion(&label, candidates.into_iter())
+                suggestion(label, candidates.into_iter())
             ));
         }
         if errors.full() {

@@ -35,7 +35,7 @@ mod tempering;
 
 pub use calibrate::{
     calibrate, mcmc_settings, Calibration, Diagnostics, NoProgress, PathCorrection, Progress,
-    RowResult,
+    RowResult, STALL_SHARE_BELOW,
 };
 pub use data::AgeGroup;
 pub use error::{panic_message, EngineError};

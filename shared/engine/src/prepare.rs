@@ -19,7 +19,7 @@ const ALL_EQUAL_TOLERANCE: f64 = 1.5e-8;
 /// and one with (almost) all of them leaves nothing to recalibrate.
 pub const LEARN_BAND: (f64, f64) = (0.01, 0.99);
 
-fn outside_learn_band(p_uncalib: f64) -> bool {
+pub fn outside_learn_band(p_uncalib: f64) -> bool {
     p_uncalib < LEARN_BAND.0 || p_uncalib > LEARN_BAND.1
 }
 
@@ -60,54 +60,75 @@ impl Prepared {
     }
 }
 
+/// How the lower-cased labels of one algorithm's CCVA output map to broad causes
+/// (cause_map). Under 2.3.1 (§13.2) labels that are all broad causes of the age group are
+/// taken as they are, and the lookup also knows the labels 2.3.1 added (`diarrhea`, child).
+pub struct LabelMap {
+    age_group: AgeGroup,
+    rules: Rules,
+    all_broad: bool,
+}
+
+impl LabelMap {
+    /// The map for these lower-cased labels (`Unspecified` already dropped).
+    pub fn new<'a>(
+        age_group: AgeGroup,
+        rules: Rules,
+        mut labels: impl Iterator<Item = &'a str>,
+    ) -> LabelMap {
+        let causes = age_group.causes();
+        let all_broad =
+            rules == Rules::V2_3_1 && labels.all(|label| causes.iter().any(|c| c == label));
+        LabelMap {
+            age_group,
+            rules,
+            all_broad,
+        }
+    }
+
+    /// The index of `label`'s broad cause, or `None` for a label the rules do not know.
+    pub fn broad_cause(&self, label: &str) -> Option<usize> {
+        let map = data::cause_map(self.age_group);
+        let broad = if self.all_broad {
+            label
+        } else {
+            match map.lookup.get(label) {
+                Some(broad) => broad.as_str(),
+                None if self.rules == Rules::V2_3_1 => data::labels_added_in_2_3_1(self.age_group)
+                    .iter()
+                    .find(|(known, _)| *known == label)
+                    .map(|(_, broad)| *broad)?,
+                None => return None,
+            }
+        };
+        Some(
+            map.broad_causes
+                .iter()
+                .position(|c| c == broad)
+                .expect("cause_map lookup values are broad causes"),
+        )
+    }
+}
+
 /// Counts per broad cause of individual-level CCVA output, as cause_map() + column sums:
-/// `Unspecified` records dropped, labels lower-cased and mapped, each ID counted once per
-/// distinct broad cause it carries. Under 2.3.1 (§13.2) labels that are all broad causes of
-/// the age group are taken as they are, and the child table also knows `diarrhea`.
+/// `Unspecified` records dropped, labels lower-cased and mapped by [`LabelMap`], each ID
+/// counted once per distinct broad cause it carries.
 pub fn cause_map_counts<'a>(
     records: impl Iterator<Item = (&'a str, &'a str)>,
     age_group: AgeGroup,
     rules: Rules,
     path: &str,
 ) -> Result<Vec<f64>, EngineError> {
-    let map = data::cause_map(age_group);
-    let causes = &map.broad_causes;
     // (ID, label as given, lower-cased label)
     let records: Vec<(&str, &str, String)> = records
         .filter(|(_, label)| !label.eq_ignore_ascii_case("unspecified"))
         .map(|(id, label)| (id, label, label.to_lowercase()))
         .collect();
-    let all_broad = rules == Rules::V2_3_1
-        && records
-            .iter()
-            .all(|(_, _, label)| causes.iter().any(|c| c == label));
-    let broad_cause = |label: &str| -> Option<usize> {
-        let broad = if all_broad {
-            label
-        } else {
-            let added = || {
-                data::labels_added_in_2_3_1(age_group)
-                    .iter()
-                    .find(|(known, _)| *known == label)
-                    .map(|(_, broad)| *broad)
-            };
-            match map.lookup.get(label) {
-                Some(broad) => broad.as_str(),
-                None if rules == Rules::V2_3_1 => added()?,
-                None => return None,
-            }
-        };
-        Some(
-            causes
-                .iter()
-                .position(|c| c == broad)
-                .expect("cause_map lookup values are broad causes"),
-        )
-    };
+    let labels = LabelMap::new(age_group, rules, records.iter().map(|(_, _, l)| l.as_str()));
     let mut per_id: HashMap<&str, BTreeSet<usize>> = HashMap::new();
     let mut unknown: Vec<&str> = Vec::new();
     for (id, given, label) in &records {
-        match broad_cause(label) {
+        match labels.broad_cause(label) {
             Some(j) => {
                 per_id.entry(id).or_default().insert(j);
             }
@@ -130,7 +151,7 @@ pub fn cause_map_counts<'a>(
             ),
         ));
     }
-    let mut counts = vec![0.0; causes.len()];
+    let mut counts = vec![0.0; age_group.causes().len()];
     for set in per_id.values() {
         for &j in set {
             counts[j] += 1.0;
